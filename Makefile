@@ -1,0 +1,33 @@
+# plmops: two commands set up a fresh machine.
+#   make demo  — create .venv if absent, install, run the whole pipeline on embedded defaults
+#   make test  — create/update .venv with the dev extras and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.plmops-installed
+SHARED ?= ../shared/data
+
+.PHONY: demo test test-slow bench clean-demo
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU build on local disk; any other spec pulls gigabytes of CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/plmops demo --shared-data $(SHARED)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/ingest.py --shared-data $(SHARED)
+
+clean-demo:
+	rm -rf .plmops/demo

@@ -1,0 +1,144 @@
+"""The `plmops` command: one sub-command per pipeline flow, plus `info`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plmops.infra.settings import SettingsError, apply_environment, get_settings
+
+app = typer.Typer(
+    help="plmops: pre-trained language models for Chinese and China's minority languages, end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _prepare() -> None:
+    """Settings into the environment before Prefect or MLflow is imported; a bad setting exits 2."""
+    try:
+        apply_environment(get_settings())
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    # Flow logs would tear the progress bar apart; PREFECT_LOGGING_LEVEL=INFO brings them back.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+def info() -> None:
+    """Print the effective settings and where data and runs live (never secrets)."""
+    _prepare()
+    table = Table(title="plmops settings", show_header=False)
+    for key, value in get_settings().describe().items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="files, folders, globs or s3:// URIs")],
+    name: Annotated[str, typer.Option("--name", help="corpus name; versions accumulate under it")],
+    output: Annotated[Optional[str], typer.Option(help="corpora root (path or s3://); default <storage>/corpora")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="ingestion YAML config (see configs/ingest/)")] = None,
+    format: Annotated[Optional[str], typer.Option(help="auto, text, jsonl, squad, clue, parquet")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="JSONL/Parquet/CLUE field holding the text")] = None,
+    paragraphs: Annotated[Optional[bool], typer.Option("--paragraphs/--lines", help="plain text: blank-line separated documents, or one per line")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="worker processes for CPU-bound stages")] = None,
+    to_simplified: Annotated[Optional[bool], typer.Option("--to-simplified/--keep-script", help="traditional → simplified Chinese")] = None,
+) -> None:
+    """Ingest raw text into a versioned corpus; prints the version id and the manifest URI.
+
+    Exit code 0 when the version is complete: bad records are quarantined, not fatal. A missing or
+    unreadable source fails the run before anything is written.
+    """
+    _prepare()
+    from plmops.platform.text.config import ConfigError, IngestConfig
+
+    overrides = {
+        "format": format,
+        "text_field": text_field,
+        "paragraph_mode": paragraphs,
+        "workers": workers if workers is not None else (None if config else get_settings().workers),
+        "to_simplified": to_simplified,
+    }
+    try:
+        cfg = (
+            IngestConfig.from_yaml(config, **overrides)
+            if config
+            else IngestConfig.validated({k: v for k, v in overrides.items() if v is not None}, origin="options")
+        )
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+    from plmops.flows.ingest import ingest_flow
+
+    try:
+        result = ingest_flow(list(sources), name, output=output, config=cfg, show_progress=console.is_terminal)
+    except (FileNotFoundError, PermissionError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_ingest_summary(result)
+
+
+@app.command()
+def demo(
+    shared_data: Annotated[Path, typer.Option(help="folder of the shared benchmark data")] = Path("../shared/data"),
+) -> None:
+    """Run the whole pipeline built so far on the shared data, on embedded defaults, and say where outputs are."""
+    _prepare()
+    from plmops.flows.pipeline import pipeline_flow
+
+    try:
+        outputs = pipeline_flow(str(shared_data), show_progress=console.is_terminal)
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_ingest_summary(outputs["corpus"])
+    settings = get_settings()
+    console.print("\n[b]where the outputs are[/b]")
+    console.print(f"corpus data:  {outputs['corpus'].manifest['uri']}")
+    console.print(f"mlflow runs:  mlflow ui --backend-store-uri {settings.effective_mlflow_uri}")
+    console.print(f"prefect runs: PREFECT_HOME={settings.prefect_home} prefect flow-run ls")
+
+
+def _print_ingest_summary(result) -> None:
+    manifest = result.manifest
+    table = Table(title=f"corpus {result.name} @ {result.version}")
+    table.add_column("language")
+    table.add_column("documents", justify="right")
+    table.add_column("chars", justify="right")
+    for lang, stats in manifest["by_language"].items():
+        table.add_row(lang, f"{stats['documents']:,}", f"{stats['chars']:,}")
+    table.add_row("[b]total[/b]", f"[b]{manifest['documents']:,}[/b]", "")
+    console.print(table)
+    dropped = {k: v for k, v in manifest["counts"].items() if not k.startswith("read.") and v}
+    if dropped:
+        drops = Table(title="dropped and quarantined")
+        drops.add_column("stage.reason")
+        drops.add_column("records", justify="right")
+        for key, value in dropped.items():
+            drops.add_row(key, f"{value:,}")
+        console.print(drops)
+    state = "created" if result.created else "already complete (nothing written)"
+    console.print(f"version: {result.version} ({state})")
+    console.print(f"manifest: {result.manifest_uri}")
+    if result.mlflow_run_id:
+        console.print(f"mlflow run: {result.mlflow_run_id} (experiment 'ingest', {get_settings().effective_mlflow_uri})")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

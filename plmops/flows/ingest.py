@@ -1,0 +1,188 @@
+"""Corpus ingestion flow: raw text (local or S3) → a versioned, sharded Parquet corpus with a manifest.
+
+    sources ─ plan (hash inputs → version id) ─┬─ manifest exists → done (idempotent)
+                                               └─ per chunk: decode → normalise → language → split/filter
+                                                             → fingerprint → stage
+                                                  dedup (whole version + earlier versions)
+                                                  per chunk: segment words → shards by language
+                                                  quarantine + dedup index → manifest (last, atomic)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+from prefect import flow
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from plmops.infra import tracking
+from plmops.infra.settings import get_settings
+from plmops.platform.text import corpus
+from plmops.platform.text.config import IngestConfig
+from plmops.tasks import ingest as t
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a caller needs after ingestion; `created` is False when the version already existed."""
+
+    name: str
+    version: str
+    manifest_uri: str
+    created: bool
+    manifest: dict
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        return self.manifest.get("mlflow_run_id")
+
+
+def corpora_root(output: str | None = None) -> str:
+    """Where corpus versions live: `--output`, else `<storage>/corpora`."""
+    return output or f"{get_settings().effective_storage_uri.rstrip('/')}/corpora"
+
+
+@contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    # spawn: a Prefect flow runs threads, and forking a threaded process is unsafe.
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        yield pool
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+@flow(name="ingest")
+def ingest_flow(
+    sources: list[str],
+    name: str,
+    output: str | None = None,
+    config: IngestConfig | None = None,
+    show_progress: bool = False,
+) -> IngestResult:
+    """Build (or find) the corpus version of `sources` under `name`."""
+    settings = get_settings()
+    config = config or IngestConfig(workers=settings.workers)
+    plan = t.plan_version(sources, name, corpora_root(output), config)
+    existing = t.read_manifest(plan)
+    if existing is not None:
+        return IngestResult(name, plan.version, plan.manifest_uri, created=False, manifest=existing)
+
+    started = time.perf_counter()
+    with (
+        tracking.tracked_run("ingest", f"{name}@{plan.version}", settings, tags={"corpus": name}) as run_id,
+        _worker_pool(config.workers) as pool,
+        _progress(show_progress) as progress,
+    ):
+        tracking.log_params({"name": name, "version": plan.version, "sources": list(sources), **config.model_dump()})
+        seconds: Counter = Counter()
+        n_chunks = _stage_chunks(plan, config, pool, progress, seconds)
+        tick = time.perf_counter()
+        keep, dedup_drops, previous = t.deduplicate(plan, n_chunks, config)
+        seconds["dedup"] += time.perf_counter() - tick
+        shards, by_language = _write_shards(plan, config, keep, pool, progress, seconds)
+        quarantine = t.write_side_tables(plan, n_chunks, keep)
+        counts = sum((t.staged_counts(_store(plan), t.chunk_key(plan, i)) for i in range(n_chunks)), Counter())
+        counts += dedup_drops
+        manifest = t.build_manifest(plan, config, shards, quarantine, counts, by_language, previous)
+        manifest["mlflow_run_id"] = run_id
+        manifest_uri = t.publish_manifest(plan, manifest)
+        _log_run(plan, manifest, seconds, time.perf_counter() - started)
+    return IngestResult(name, plan.version, manifest_uri, created=True, manifest=manifest)
+
+
+def _store(plan: t.VersionPlan):
+    return t.open_storage(plan.root_uri)
+
+
+def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> int:
+    """Stages 1–4a per chunk; chunks finished by an earlier (killed) run are skipped."""
+    task_id = progress.add_task("decode → fingerprint", total=None)
+    n_chunks = 0
+    for chunk in t.read_chunks(plan, config):
+        n_chunks += 1
+        progress.advance(task_id)
+        if t.chunk_is_staged(plan, chunk.index):
+            continue
+        drops: Counter = Counter()
+        tick = time.perf_counter()
+        batch, d = t.normalize(chunk, plan, config)
+        drops += d
+        seconds["normalize"] += (tock := time.perf_counter()) - tick
+        batch, d = t.identify_language(batch, config)
+        drops += d
+        seconds["langid"] += (tick := time.perf_counter()) - tock
+        batch, d = t.split_and_filter(batch, config)
+        drops += d
+        seconds["split"] += (tock := time.perf_counter()) - tick
+        batch = t.fingerprint(batch, config, pool)
+        seconds["fingerprint"] += time.perf_counter() - tock
+        t.stage_chunk(plan, chunk, batch, drops)
+    progress.update(task_id, total=n_chunks, completed=n_chunks)
+    return n_chunks
+
+
+def _write_shards(plan, config, keep, pool, progress: Progress, seconds: Counter) -> tuple[list[dict], dict]:
+    """Stages 5–6: segment the kept documents of each chunk and pack them into language shards."""
+    task_id = progress.add_task("segment → shards", total=len(keep))
+    packer = corpus.ShardPacker(config.shard_target_bytes)
+    shards: list[dict] = []
+    by_language: dict[str, Counter] = {}
+    for index, mask in enumerate(keep):
+        batch = t.load_staged(plan, index).take(mask)
+        tick = time.perf_counter()
+        batch = t.segment(batch, config, pool)
+        seconds["segment"] += time.perf_counter() - tick
+        for lang, text in zip(batch.lang, batch.text):
+            stats = by_language.setdefault(lang, Counter())
+            stats["documents"] += 1
+            stats["chars"] += len(text)
+        for relative, table in packer.add(corpus.to_table(batch)):
+            shards.append(t.write_shard(plan, relative, table))
+        progress.advance(task_id)
+    for relative, table in packer.finish():
+        shards.append(t.write_shard(plan, relative, table))
+    return shards, {lang: dict(c) for lang, c in sorted(by_language.items())}
+
+
+def _log_run(plan: t.VersionPlan, manifest: dict, seconds: Counter, total: float) -> None:
+    input_bytes = sum(b for _, _, b in plan.inputs)
+    metrics = {f"count/{k}": v for k, v in manifest["counts"].items()}
+    metrics.update({f"lang/{k}/documents": v["documents"] for k, v in manifest["by_language"].items()})
+    metrics.update({f"seconds/{k}": v for k, v in seconds.items()})
+    metrics.update(
+        {
+            "documents": manifest["documents"],
+            "quarantined": manifest["quarantine"]["rows"],
+            "seconds/total": total,
+            "throughput/mb_per_s": input_bytes / 1e6 / max(total, 1e-9),
+            "throughput/docs_per_s": manifest["counts"].get("read.records", 0) / max(total, 1e-9),
+        }
+    )
+    tracking.log_metrics(metrics)
+    tracking.log_json_artifact(manifest, "manifest.json")
+    tracking.log_dataset_input(plan.uri, name=plan.name, digest=plan.version, context="ingest-output")
+
+
+def ingest(sources: Sequence[str], name: str, output: str | None = None, config: IngestConfig | None = None,
+           show_progress: bool = False) -> IngestResult:
+    """Run the flow from Python code (the CLI and tests call this)."""
+    return ingest_flow(list(sources), name, output=output, config=config, show_progress=show_progress)

@@ -1,0 +1,73 @@
+"""MLflow adapter: every pipeline run is an MLflow run in its stage's experiment.
+
+Kept thin on purpose: flows call these few functions, so the choice of tracking backend (SQLite
+embedded, or an MLflow server in production) lives in settings alone.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from plmops.infra.settings import Settings
+
+_MAX_PARAM_CHARS = 6000  # MLflow rejects longer parameter values
+
+
+def _experiment_id(name: str, settings: Settings) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # Embedded MLflow would put artifacts under ./mlruns of whatever folder a user stands in;
+    # pin them beside the tracking database instead. A server chooses its own artifact root.
+    artifact_location = settings.mlflow_artifact_root if not settings.mlflow_tracking_uri else None
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str, settings: Settings, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Open an MLflow run in `experiment`; yields the run id. A failure marks the run FAILED."""
+    mlflow.set_tracking_uri(settings.effective_mlflow_uri)
+    experiment_id = _experiment_id(experiment, settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})) as run:
+        yield run.info.run_id
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log flat parameters; lists and dicts become JSON, long values are cut to MLflow's limit."""
+    flat = {}
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        flat[key] = text[:_MAX_PARAM_CHARS]
+    mlflow.log_params(flat)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log numeric metrics; MLflow metric names allow '/', '.', '_', '-' and alphanumerics."""
+    mlflow.log_metrics({_metric_name(k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def _metric_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "/._- " else "_" for c in key)
+
+
+def log_json_artifact(data: Any, file_name: str, artifact_path: str | None = None) -> None:
+    """Store a JSON document as a run artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / file_name
+        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_dataset_input(uri: str, name: str, digest: str, context: str) -> None:
+    """Record a corpus version as an MLflow dataset input of the active run (lineage in the UI)."""
+    source = resolve_dataset_source(uri)
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)

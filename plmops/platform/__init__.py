@@ -1,0 +1,1 @@
+"""The ML library. Pure Python/numpy/torch: never imports Prefect, MLflow, boto3 or plmops.infra."""

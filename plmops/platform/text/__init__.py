@@ -1,0 +1,1 @@
+"""Text processing for corpus ingestion: reading, normalisation, language ID, splitting, dedup, segmentation."""

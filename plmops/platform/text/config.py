@@ -1,0 +1,75 @@
+"""Ingestion configuration: one validated object, loadable from YAML, part of the corpus version id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from plmops.platform.text.readers import FORMATS
+
+# Fields that change how fast a version is built but never its content: left out of the version id.
+EXECUTION_FIELDS = frozenset({"workers", "chunk_records"})
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and the field."""
+
+
+class IngestConfig(BaseModel):
+    """How raw text becomes a corpus version. Every field that shapes the output enters the version id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    text_field: str = Field(
+        "auto", min_length=1, description="JSONL/Parquet/CLUE field(s) holding the text; auto picks per format"
+    )
+    paragraph_mode: bool = Field(False, description="plain text: blank-line separated documents")
+    max_record_bytes: int = Field(1_000_000, gt=0, description="longer raw records are quarantined")
+    to_simplified: bool = Field(False, description="convert traditional to simplified Chinese (OpenCC t2s)")
+    min_chars: int = Field(2, ge=0, description="shorter documents are dropped (counted)")
+    max_chars: int = Field(200_000, gt=0, description="longer documents are dropped (counted)")
+    languages: list[str] | None = Field(None, description="keep only these languages; None keeps all")
+    dedup_exact: bool = True
+    dedup_near: bool = True
+    near_threshold: float = Field(0.8, gt=0.0, le=1.0, description="MinHash Jaccard threshold")
+    shingle_size: int = Field(5, ge=1, le=32)
+    num_perm: int = Field(128, ge=16, le=1024)
+    dedup_against_previous: bool = Field(True, description="also drop documents seen in earlier versions")
+    shard_target_bytes: int = Field(64 * 2**20, ge=4096, description="in-memory Arrow bytes per output shard")
+    workers: int = Field(2, ge=1, le=256, description="segmentation worker processes")
+    chunk_records: int = Field(20_000, ge=100, description="records per resumable processing chunk")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> IngestConfig:
+        if self.min_chars >= self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        return self
+
+    def identity(self) -> dict:
+        """The fields that determine a version's content (hashed into its id)."""
+        return self.model_dump(exclude=set(EXECUTION_FIELDS))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: object) -> IngestConfig:
+        """Load a YAML file; errors name the file and each offending field with the allowed values."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of field names to values")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.validated(data, origin=str(path))
+
+    @classmethod
+    def validated(cls, data: dict, origin: str = "config") -> IngestConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{origin}: {problems}") from exc

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers joining plmops.platform and plmops.infra."""

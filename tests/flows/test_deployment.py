@@ -1,0 +1,71 @@
+"""prefect.yaml as users run it: deploy to a local server, trigger on demand, execute with a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def _env(api_url: str, home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=api_url, PLMOPS_HOME=str(home), PLMOPS_WORKDIR=str(REPO_ROOT))
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], timeout: int = 120) -> str:
+    done = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_prefect_yaml_declares_a_daily_ingest():
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    daily = next(d for d in spec["deployments"] if d["name"] == "ingest-daily")
+    assert daily["entrypoint"] == "plmops/flows/ingest.py:ingest_flow"
+    assert daily["schedules"][0]["cron"] == "0 2 * * *"
+    # The parameters in the file are valid for the flow: the config validates.
+    from plmops.platform.text.config import IngestConfig
+
+    IngestConfig.validated(daily["parameters"]["config"], origin="prefect.yaml")
+
+
+def test_deploy_trigger_and_run_with_new_sources(prefect_server, tmp_path):
+    env = _env(prefect_server, tmp_path / "home")
+    _run([*PREFECT, "work-pool", "create", "plmops-process", "--type", "process"], env)
+    _run([*PREFECT, "--no-prompt", "deploy", "--all"], env)
+
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    async def check_schedule() -> None:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("ingest/ingest-daily")
+            assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+
+    asyncio.run(check_schedule())
+
+    source = tmp_path / "new.txt"
+    source.write_text("按需触发的摄取任务处理新的文本。\n另一条全新的中文句子。\n", encoding="utf-8")
+    run = run_deployment(
+        "ingest/ingest-daily", parameters={"sources": [str(source)], "name": "on-demand"}, timeout=0
+    )
+    assert run.parameters["sources"] == [str(source)]
+
+    _run([*PREFECT, "worker", "start", "--pool", "plmops-process", "--run-once"], env, timeout=240)
+
+    async def final_state():
+        async with get_client() as client:
+            return (await client.read_flow_run(run.id)).state
+
+    assert asyncio.run(final_state()).is_completed()
+    manifests = list((tmp_path / "home" / "store" / "corpora" / "on-demand").glob("*/manifest.json"))
+    assert len(manifests) == 1
