@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plmops-installed
 SHARED ?= ../shared/data
 
-.PHONY: demo test test-slow bench clean-demo
+.PHONY: demo test test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,5 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --shared-data $(SHARED)
 
-clean-demo:
-	rm -rf .plmops/demo
+clean:
+	rm -rf .plmops
