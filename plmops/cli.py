@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,16 +32,16 @@ def _prepare() -> None:
         raise typer.Exit(2) from exc
     # Flow logs would tear the progress bar apart; PREFECT_LOGGING_LEVEL=INFO brings them back.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    for noisy in ("mlflow", "alembic"):  # database set-up chatter on every first run
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
 def info() -> None:
     """Print the effective settings and where data and runs live (never secrets)."""
     _prepare()
-    table = Table(title="plmops settings", show_header=False)
     for key, value in get_settings().describe().items():
-        table.add_row(key, value)
-    console.print(table)
+        typer.echo(f"{key + ':':<17} {value}")  # plain lines: paths stay whole for copy and grep
 
 
 @app.command()

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 from prefect import flow
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -25,6 +21,7 @@ from plmops.infra import tracking
 from plmops.infra.settings import get_settings
 from plmops.platform.text import corpus
 from plmops.platform.text.config import IngestConfig
+from plmops.platform.text.segment import Segmenter
 from plmops.tasks import ingest as t
 
 
@@ -46,16 +43,6 @@ class IngestResult:
 def corpora_root(output: str | None = None) -> str:
     """Where corpus versions live: `--output`, else `<storage>/corpora`."""
     return output or f"{get_settings().effective_storage_uri.rstrip('/')}/corpora"
-
-
-@contextmanager
-def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    # spawn: a Prefect flow runs threads, and forking a threaded process is unsafe.
-    if workers <= 1:
-        yield None
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield pool
 
 
 def _progress(enabled: bool) -> Progress:
@@ -89,28 +76,24 @@ def ingest_flow(
     started = time.perf_counter()
     with (
         tracking.tracked_run("ingest", f"{name}@{plan.version}", settings, tags={"corpus": name}) as run_id,
-        _worker_pool(config.workers) as pool,
+        Segmenter(config.workers) as segmenter,
         _progress(show_progress) as progress,
     ):
         tracking.log_params({"name": name, "version": plan.version, "sources": list(sources), **config.model_dump()})
         seconds: Counter = Counter()
+        pool = segmenter.executor() if config.workers > 1 else None  # MinHash shares the workers
         n_chunks = _stage_chunks(plan, config, pool, progress, seconds)
         tick = time.perf_counter()
         keep, dedup_drops, previous = t.deduplicate(plan, n_chunks, config)
         seconds["dedup"] += time.perf_counter() - tick
-        shards, by_language = _write_shards(plan, config, keep, pool, progress, seconds)
+        shards, by_language = _write_shards(plan, config, keep, segmenter, progress, seconds)
         quarantine = t.write_side_tables(plan, n_chunks, keep)
-        counts = sum((t.staged_counts(_store(plan), t.chunk_key(plan, i)) for i in range(n_chunks)), Counter())
-        counts += dedup_drops
+        counts = t.staged_counts(plan, n_chunks) + dedup_drops
         manifest = t.build_manifest(plan, config, shards, quarantine, counts, by_language, previous)
         manifest["mlflow_run_id"] = run_id
         manifest_uri = t.publish_manifest(plan, manifest)
         _log_run(plan, manifest, seconds, time.perf_counter() - started)
     return IngestResult(name, plan.version, manifest_uri, created=True, manifest=manifest)
-
-
-def _store(plan: t.VersionPlan):
-    return t.open_storage(plan.root_uri)
 
 
 def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> int:
@@ -140,7 +123,7 @@ def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> i
     return n_chunks
 
 
-def _write_shards(plan, config, keep, pool, progress: Progress, seconds: Counter) -> tuple[list[dict], dict]:
+def _write_shards(plan, config, keep, segmenter, progress: Progress, seconds: Counter) -> tuple[list[dict], dict]:
     """Stages 5–6: segment the kept documents of each chunk and pack them into language shards."""
     task_id = progress.add_task("segment → shards", total=len(keep))
     packer = corpus.ShardPacker(config.shard_target_bytes)
@@ -148,14 +131,14 @@ def _write_shards(plan, config, keep, pool, progress: Progress, seconds: Counter
     by_language: dict[str, Counter] = {}
     for index, mask in enumerate(keep):
         batch = t.load_staged(plan, index).take(mask)
-        tick = time.perf_counter()
-        batch = t.segment(batch, config, pool)
-        seconds["segment"] += time.perf_counter() - tick
         for lang, text in zip(batch.lang, batch.text):
             stats = by_language.setdefault(lang, Counter())
             stats["documents"] += 1
             stats["chars"] += len(text)
-        for relative, table in packer.add(corpus.to_table(batch)):
+        tick = time.perf_counter()
+        rows = t.segment(batch, segmenter)
+        seconds["segment"] += time.perf_counter() - tick
+        for relative, table in packer.add(rows):
             shards.append(t.write_shard(plan, relative, table))
         progress.advance(task_id)
     for relative, table in packer.finish():
@@ -180,9 +163,3 @@ def _log_run(plan: t.VersionPlan, manifest: dict, seconds: Counter, total: float
     tracking.log_metrics(metrics)
     tracking.log_json_artifact(manifest, "manifest.json")
     tracking.log_dataset_input(plan.uri, name=plan.name, digest=plan.version, context="ingest-output")
-
-
-def ingest(sources: Sequence[str], name: str, output: str | None = None, config: IngestConfig | None = None,
-           show_progress: bool = False) -> IngestResult:
-    """Run the flow from Python code (the CLI and tests call this)."""
-    return ingest_flow(list(sources), name, output=output, config=config, show_progress=show_progress)

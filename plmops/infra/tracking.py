@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,5 +70,7 @@ def log_json_artifact(data: Any, file_name: str, artifact_path: str | None = Non
 
 def log_dataset_input(uri: str, name: str, digest: str, context: str) -> None:
     """Record a corpus version as an MLflow dataset input of the active run (lineage in the UI)."""
-    source = resolve_dataset_source(uri)
+    with warnings.catch_warnings():  # a local path matches two equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(uri)
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)

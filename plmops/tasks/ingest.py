@@ -35,6 +35,7 @@ from plmops.platform.text import corpus
 from plmops.platform.text.config import IngestConfig
 from plmops.platform.text.dedup import MinHasher
 from plmops.platform.text.readers import BadRecord, Record, ReaderOptions, read_records
+from plmops.platform.text.segment import Segmenter
 
 STAGING = "_staging"
 MANIFEST = "manifest.json"
@@ -139,13 +140,6 @@ def _parts(items: Sequence, parts: int) -> list[Sequence]:
     return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _parallel(pool: Executor | None, fn, items: list, parts: int) -> list:
-    """Apply a list→list function over `parts` slices in the pool, keeping order."""
-    if pool is None or parts <= 1 or len(items) < 2 * parts:
-        return fn(items)
-    return [x for part in pool.map(fn, _parts(items, parts)) for x in part]
-
-
 class PooledHasher:
     """A MinHasher whose signatures are computed in worker processes, slice by slice."""
 
@@ -191,9 +185,13 @@ def stage_chunk(plan: VersionPlan, chunk: Chunk, batch: corpus.DocBatch, drops: 
     store.write_parquet(chunk_key(plan, chunk.index), table)
 
 
-def staged_counts(store: Storage, key: str) -> Counter:
-    meta = store.read_parquet(key).schema.metadata or {}
-    return Counter(json.loads(meta.get(b"plmops.counts", b"{}")))
+def staged_counts(plan: VersionPlan, n_chunks: int) -> Counter:
+    """Counts per stage and reason, summed over the staged chunks (kept in their Parquet metadata)."""
+    store, total = open_storage(plan.root_uri), Counter()
+    for index in range(n_chunks):
+        meta = store.read_parquet(chunk_key(plan, index)).schema.metadata or {}
+        total += Counter(json.loads(meta.get(b"plmops.counts", b"{}")))
+    return total
 
 
 def _previous_versions(store: Storage, plan: VersionPlan) -> list[str]:
@@ -234,10 +232,9 @@ def _signature_matrix(columns: list, width: int) -> np.ndarray:
 
 
 @task(cache_policy=NONE)
-def segment(batch: corpus.DocBatch, config: IngestConfig, pool: Executor | None) -> corpus.DocBatch:
-    """Stage 5: word boundaries as character offsets (jieba for zh/yue), in worker processes."""
-    batch.word_offsets = _parallel(pool, corpus.segment_texts, list(zip(batch.text, batch.lang)), config.workers)
-    return batch
+def segment(batch: corpus.DocBatch, segmenter: Segmenter) -> pa.Table:
+    """Stage 5: word boundaries as character offsets (jieba for zh/yue) in worker processes → corpus rows."""
+    return corpus.to_table(batch, segmenter.column(batch.text, batch.lang))
 
 
 @task(cache_policy=NONE)

@@ -164,3 +164,12 @@ def test_ingest_from_and_to_s3_with_server_errors(prefect_server, s3_server, s3_
     store = open_storage(f"{s3_bucket}/corpora")
     assert store.exists(f"s3corpus/{result.version}/manifest.json")
     assert not [k for k in store.list(f"s3corpus/{result.version}/") if "_staging" in k]
+
+
+def test_two_workers_give_the_same_version(prefect_server, tmp_path, small_config):
+    sources = _write_sources(tmp_path / "raw")
+    one = ingest_flow(sources, "w", output=str(tmp_path / "one"), config=small_config)
+    two = ingest_flow(sources, "w", output=str(tmp_path / "two"),
+                      config=small_config.model_copy(update={"workers": 2}))
+    assert two.version == one.version
+    assert [s["sha256"] for s in two.manifest["shards"]] == [s["sha256"] for s in one.manifest["shards"]]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from plmops.platform.text.readers import FORMATS
 
@@ -23,7 +21,7 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    format: str = Field("auto", description=f"auto or one of {', '.join(FORMATS)}")
     text_field: str = Field(
         "auto", min_length=1, description="JSONL/Parquet/CLUE field(s) holding the text; auto picks per format"
     )
@@ -42,6 +40,13 @@ class IngestConfig(BaseModel):
     shard_target_bytes: int = Field(64 * 2**20, ge=4096, description="in-memory Arrow bytes per output shard")
     workers: int = Field(2, ge=1, le=256, description="segmentation worker processes")
     chunk_records: int = Field(20_000, ge=100, description="records per resumable processing chunk")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; allowed: auto, {', '.join(FORMATS)}")
+        return value
 
     @model_validator(mode="after")
     def _check_ranges(self) -> IngestConfig:

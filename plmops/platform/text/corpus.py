@@ -21,10 +21,10 @@ from plmops.platform.text.dedup import MinHasher, exact_duplicates, near_duplica
 from plmops.platform.text.langid import identify_languages
 from plmops.platform.text.normalize import normalize_text
 from plmops.platform.text.readers import BadRecord, Record
-from plmops.platform.text.segment import segment_words
+from plmops.platform.text.segment import SPANS_TYPE
 from plmops.platform.text.sentences import split_sentences
 
-OFFSETS = pa.list_(pa.list_(pa.int32(), 2))
+OFFSETS = SPANS_TYPE  # list<[start, end] int32>: character offsets, half-open
 
 CORPUS_SCHEMA = pa.schema(
     [
@@ -63,7 +63,6 @@ class DocBatch:
     lang: list[str] = field(default_factory=list)
     lang_score: list[float] = field(default_factory=list)
     sentence_offsets: list[list[tuple[int, int]]] = field(default_factory=list)
-    word_offsets: list[list[tuple[int, int]]] = field(default_factory=list)
     sha1: list[str] = field(default_factory=list)
     signature: np.ndarray | None = None  # (n, num_perm) uint32 MinHash signatures
 
@@ -149,11 +148,6 @@ def fingerprint(batch: DocBatch, hasher: MinHasher) -> DocBatch:
     return replace(batch, sha1=[text_sha1(t) for t in batch.text], signature=hasher.signatures(batch.text))
 
 
-def segment_texts(items: Sequence[tuple[str, str]]) -> list[list[tuple[int, int]]]:
-    """Stage 5: word spans for (text, lang) pairs; top-level so worker processes can run it."""
-    return [segment_words(text, lang) for text, lang in items]
-
-
 def deduplicate(
     sha1: Sequence[str],
     signatures: np.ndarray,
@@ -185,8 +179,8 @@ def deduplicate(
 # --- tables -------------------------------------------------------------------------------------
 
 
-def to_table(batch: DocBatch) -> pa.Table:
-    """The corpus rows of a batch (after segmentation) in the published schema."""
+def to_table(batch: DocBatch, word_offsets: pa.Array) -> pa.Table:
+    """The corpus rows of a batch in the published schema, with its segmentation (stage 5)."""
     return pa.table(
         {
             "doc_id": batch.doc_id,
@@ -196,7 +190,7 @@ def to_table(batch: DocBatch) -> pa.Table:
             "source": batch.source,
             "source_line": batch.source_line,
             "sentence_offsets": [[list(s) for s in spans] for spans in batch.sentence_offsets],
-            "word_offsets": [[list(s) for s in spans] for spans in batch.word_offsets],
+            "word_offsets": word_offsets,
             "n_chars": [len(t) for t in batch.text],
             "sha1": batch.sha1,
         },
