@@ -32,8 +32,8 @@ def _prepare() -> None:
         raise typer.Exit(2) from exc
     # Flow logs would tear the progress bar apart; PREFECT_LOGGING_LEVEL=INFO brings them back.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    for noisy in ("mlflow", "alembic"):  # database set-up chatter on every first run
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # database set-up chatter on a first run
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -107,9 +107,12 @@ def demo(
     _print_ingest_summary(outputs["corpus"])
     settings = get_settings()
     console.print("\n[b]where the outputs are[/b]")
-    console.print(f"corpus data:  {outputs['corpus'].manifest['uri']}")
-    console.print(f"mlflow runs:  mlflow ui --backend-store-uri {settings.effective_mlflow_uri}")
-    console.print(f"prefect runs: PREFECT_HOME={settings.prefect_home} prefect flow-run ls")
+    for label, where in (
+        ("corpus data", outputs["corpus"].manifest["uri"]),
+        ("mlflow runs", f"mlflow ui --backend-store-uri {settings.effective_mlflow_uri}"),
+        ("prefect runs", f"PREFECT_HOME={settings.prefect_home} prefect flow-run ls"),
+    ):
+        console.print(f"{label + ':':<14}{where}", soft_wrap=True, highlight=False)
 
 
 def _print_ingest_summary(result) -> None:
@@ -130,11 +133,11 @@ def _print_ingest_summary(result) -> None:
         for key, value in dropped.items():
             drops.add_row(key, f"{value:,}")
         console.print(drops)
-    state = "created" if result.created else "already complete (nothing written)"
+    state = "created" if result.created else "already complete: nothing written"
     console.print(f"version: {result.version} ({state})")
     console.print(f"manifest: {result.manifest_uri}")
     if result.mlflow_run_id:
-        console.print(f"mlflow run: {result.mlflow_run_id} (experiment 'ingest', {get_settings().effective_mlflow_uri})")
+        console.print(f"mlflow run: {result.mlflow_run_id} (experiment 'ingest')", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,68 @@
+"""Pretraining objectives for BERT-style encoders: batch makers over padded token batches.
+
+A batch is a dict with `input_ids` and `word_ids` [batch, seq] (word_ids -1 on special tokens and
+padding); each objective returns a new dict with the corrupted `input_ids` and `labels` (-100 where
+nothing is predicted), every other key passed through. Randomness comes only from the
+`torch.Generator` given, so a seed reproduces a batch exactly. See docs/objectives.md.
+"""
+
+from plmops.platform.pretraining.cino import (
+    LanguageStats,
+    group_vocab,
+    language_stats,
+    remap_labels,
+    restricted_logits,
+    sample_languages,
+    sampling_probs,
+)
+from plmops.platform.pretraining.macbert import SimilarTokens, mac
+from plmops.platform.pretraining.masking import (
+    IGNORE_INDEX,
+    Selection,
+    VocabInfo,
+    choose,
+    mlm,
+    ngram,
+    word_ids_from_offsets,
+    wwm,
+)
+from plmops.platform.pretraining.pert import pert
+from plmops.platform.pretraining.similar_words import (
+    SimilarWords,
+    SimilarWordTable,
+    VectorNeighbours,
+    load_cilin,
+    load_tsv,
+    train_ppmi_vectors,
+)
+from plmops.platform.pretraining.sop import Segment, SpecialIds, sop
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LanguageStats",
+    "Segment",
+    "Selection",
+    "SimilarTokens",
+    "SimilarWordTable",
+    "SimilarWords",
+    "SpecialIds",
+    "VectorNeighbours",
+    "VocabInfo",
+    "choose",
+    "group_vocab",
+    "language_stats",
+    "load_cilin",
+    "load_tsv",
+    "mac",
+    "mlm",
+    "ngram",
+    "pert",
+    "remap_labels",
+    "restricted_logits",
+    "sample_languages",
+    "sampling_probs",
+    "sop",
+    "train_ppmi_vectors",
+    "word_ids_from_offsets",
+    "wwm",
+]
