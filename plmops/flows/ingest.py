@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from plmops.infra import tracking
@@ -83,9 +86,8 @@ def ingest_flow(
         seconds: Counter = Counter()
         pool = segmenter.executor() if config.workers > 1 else None  # MinHash shares the workers
         n_chunks = _stage_chunks(plan, config, pool, progress, seconds)
-        tick = time.perf_counter()
-        keep, dedup_drops, previous = t.deduplicate(plan, n_chunks, config)
-        seconds["dedup"] += time.perf_counter() - tick
+        with _timed(seconds, "dedup"):
+            keep, dedup_drops, previous = t.deduplicate(plan, n_chunks, config)
         shards, by_language = _write_shards(plan, config, keep, segmenter, progress, seconds)
         quarantine = t.write_side_tables(plan, n_chunks, keep)
         counts = t.staged_counts(plan, n_chunks) + dedup_drops
@@ -96,8 +98,19 @@ def ingest_flow(
     return IngestResult(name, plan.version, manifest_uri, created=True, manifest=manifest)
 
 
+@contextmanager
+def _timed(seconds: Counter, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[stage] += time.perf_counter() - start
+
+
 def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> int:
-    """Stages 1–4a per chunk; chunks finished by an earlier (killed) run are skipped."""
+    """Stages 1–4a per chunk; chunks finished by an earlier (killed) run are skipped.
+
+    Batches go to tasks inside `quote`: Prefect would otherwise walk every string of every document
+    looking for futures, which cost ten times the work itself.
+    """
     task_id = progress.add_task("decode → fingerprint", total=None)
     n_chunks = 0
     for chunk in t.read_chunks(plan, config):
@@ -105,20 +118,17 @@ def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> i
         progress.advance(task_id)
         if t.chunk_is_staged(plan, chunk.index):
             continue
-        drops: Counter = Counter()
-        tick = time.perf_counter()
-        batch, d = t.normalize(chunk, plan, config)
-        drops += d
-        seconds["normalize"] += (tock := time.perf_counter()) - tick
-        batch, d = t.identify_language(batch, config)
-        drops += d
-        seconds["langid"] += (tick := time.perf_counter()) - tock
-        batch, d = t.split_and_filter(batch, config)
-        drops += d
-        seconds["split"] += (tock := time.perf_counter()) - tick
-        batch = t.fingerprint(batch, config, pool)
-        seconds["fingerprint"] += time.perf_counter() - tock
-        t.stage_chunk(plan, chunk, batch, drops)
+        with _timed(seconds, "normalize"):
+            batch, drops = t.normalize(quote(chunk), plan, config)
+        with _timed(seconds, "langid"):
+            batch, more = t.identify_language(quote(batch), config)
+            drops += more
+        with _timed(seconds, "split"):
+            batch, more = t.split_and_filter(quote(batch), config)
+            drops += more
+        with _timed(seconds, "fingerprint"):
+            batch = t.fingerprint(quote(batch), config, pool)
+        t.stage_chunk(plan, quote(chunk), quote(batch), drops, config.num_perm)
     progress.update(task_id, total=n_chunks, completed=n_chunks)
     return n_chunks
 
@@ -135,9 +145,8 @@ def _write_shards(plan, config, keep, segmenter, progress: Progress, seconds: Co
             stats = by_language.setdefault(lang, Counter())
             stats["documents"] += 1
             stats["chars"] += len(text)
-        tick = time.perf_counter()
-        rows = t.segment(batch, segmenter)
-        seconds["segment"] += time.perf_counter() - tick
+        with _timed(seconds, "segment"):
+            rows = t.segment(quote(batch), segmenter)
         for relative, table in packer.add(rows):
             shards.append(t.write_shard(plan, relative, table))
         progress.advance(task_id)

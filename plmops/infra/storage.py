@@ -150,8 +150,9 @@ class Storage(abc.ABC):
         pq.write_table(table, sink, compression=compression)
         self.write_bytes(key, sink.getvalue().to_pybytes())
 
-    def read_parquet(self, key: str) -> pa.Table:
-        return pq.read_table(pa.py_buffer(self.read_bytes(key)))
+    def read_parquet(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The whole object is fetched in one retried GET; only `columns` are decoded."""
+        return pq.read_table(pa.py_buffer(self.read_bytes(key)), columns=list(columns) if columns else None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"

@@ -4,6 +4,7 @@ Layout of a version under the corpora root (local folder or s3:// prefix):
 
     <name>/<version>/_staging/chunk-00000.parquet     fingerprinted documents of one input chunk
     <name>/<version>/_staging/bad-00000.parquet       quarantined records of that chunk
+    <name>/<version>/_staging/counts-00000.json       its counts per stage and reason
     <name>/<version>/data/lang=<lang>/part-00000.parquet
     <name>/<version>/quarantine/part-00000.parquet
     <name>/<version>/dedup_index.parquet              sha1 + MinHash of kept documents
@@ -16,7 +17,6 @@ point is completed by the next run of the same inputs: finished chunks are skipp
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
@@ -135,6 +135,10 @@ def _bad_key(plan: VersionPlan, index: int) -> str:
     return plan.key(f"{STAGING}/bad-{index:05d}.parquet")
 
 
+def _counts_key(plan: VersionPlan, index: int) -> str:
+    return plan.key(f"{STAGING}/counts-{index:05d}.json")
+
+
 def _parts(items: Sequence, parts: int) -> list[Sequence]:
     bounds = np.linspace(0, len(items), parts + 1).astype(int)
     return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -175,23 +179,20 @@ def fingerprint(batch: corpus.DocBatch, config: IngestConfig, pool: Executor | N
 
 
 @task(cache_policy=NONE)
-def stage_chunk(plan: VersionPlan, chunk: Chunk, batch: corpus.DocBatch, drops: Counter) -> None:
-    """Persist a finished chunk: quarantine first, then the documents (whose presence marks it done)."""
+def stage_chunk(plan: VersionPlan, chunk: Chunk, batch: corpus.DocBatch, drops: Counter, num_perm: int) -> None:
+    """Persist a finished chunk: quarantine and counts first, then the documents (whose presence marks
+    the chunk done)."""
     store = open_storage(plan.root_uri)
     store.write_parquet(_bad_key(plan, chunk.index), corpus.quarantine_table(chunk.bad))
-    table = corpus.staged_table(batch)
     counts = Counter({"read.records": len(chunk.records)}) + Counter(f"bad.{b.reason}" for b in chunk.bad) + drops
-    table = table.replace_schema_metadata({"plmops.counts": json.dumps(dict(counts), sort_keys=True)})
-    store.write_parquet(chunk_key(plan, chunk.index), table)
+    store.write_json(_counts_key(plan, chunk.index), dict(counts))
+    store.write_parquet(chunk_key(plan, chunk.index), corpus.staged_table(batch, num_perm))
 
 
 def staged_counts(plan: VersionPlan, n_chunks: int) -> Counter:
-    """Counts per stage and reason, summed over the staged chunks (kept in their Parquet metadata)."""
-    store, total = open_storage(plan.root_uri), Counter()
-    for index in range(n_chunks):
-        meta = store.read_parquet(chunk_key(plan, index)).schema.metadata or {}
-        total += Counter(json.loads(meta.get(b"plmops.counts", b"{}")))
-    return total
+    """Counts per stage and reason, summed over the staged chunks."""
+    store = open_storage(plan.root_uri)
+    return sum((Counter(store.read_json(_counts_key(plan, i))) for i in range(n_chunks)), Counter())
 
 
 def _previous_versions(store: Storage, plan: VersionPlan) -> list[str]:
@@ -209,7 +210,7 @@ def _previous_versions(store: Storage, plan: VersionPlan) -> list[str]:
 def deduplicate(plan: VersionPlan, n_chunks: int, config: IngestConfig) -> tuple[list[np.ndarray], Counter, list[str]]:
     """Keep-masks per chunk over the whole version, and against earlier versions of the same name."""
     store = open_storage(plan.root_uri)
-    tables = [store.read_parquet(chunk_key(plan, i)).select(["sha1", "signature"]) for i in range(n_chunks)]
+    tables = [store.read_parquet(chunk_key(plan, i), columns=["sha1", "signature"]) for i in range(n_chunks)]
     sizes = [t.num_rows for t in tables]
     sha1 = [s for t in tables for s in t.column("sha1").to_pylist()]
     signatures = _signature_matrix([t.column("signature") for t in tables], config.num_perm)
@@ -260,7 +261,7 @@ def write_side_tables(plan: VersionPlan, n_chunks: int, keep: list[np.ndarray]) 
     bad = pa.concat_tables([store.read_parquet(_bad_key(plan, i)) for i in range(n_chunks)])
     store.write_parquet(plan.key(QUARANTINE), bad)
     kept = [
-        store.read_parquet(chunk_key(plan, i)).select(["sha1", "signature"]).filter(pa.array(keep[i]))
+        store.read_parquet(chunk_key(plan, i), columns=["sha1", "signature"]).filter(pa.array(keep[i]))
         for i in range(n_chunks)
     ]
     store.write_parquet(plan.key(DEDUP_INDEX), pa.concat_tables(kept))

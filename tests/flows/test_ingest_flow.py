@@ -173,3 +173,15 @@ def test_two_workers_give_the_same_version(prefect_server, tmp_path, small_confi
                       config=small_config.model_copy(update={"workers": 2}))
     assert two.version == one.version
     assert [s["sha256"] for s in two.manifest["shards"]] == [s["sha256"] for s in one.manifest["shards"]]
+
+
+def test_chunks_left_empty_by_filters(prefect_server, tmp_path):
+    """A chunk whose every document is filtered out still stages, dedups and publishes."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    zh = [f"第{i}条只有中文的句子，用来填满第一个处理块。" for i in range(120)]
+    (raw / "a.txt").write_text("\n".join(zh + [BO, UG]) + "\n", encoding="utf-8")
+    config = IngestConfig(workers=1, chunk_records=100, languages=["bo", "ug"])
+    result = ingest_flow([str(raw / "a.txt")], "sparse", output=str(tmp_path / "out"), config=config)
+    assert sorted(r["lang"] for r in _read_corpus(result.manifest)) == ["bo", "ug"]
+    assert result.manifest["counts"]["langid.unwanted_language"] == 120

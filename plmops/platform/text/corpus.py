@@ -62,7 +62,7 @@ class DocBatch:
     source_line: list[int]
     lang: list[str] = field(default_factory=list)
     lang_score: list[float] = field(default_factory=list)
-    sentence_offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    sentence_offsets: list[list[tuple[int, int]]] = field(default_factory=list)  # pairs: tuples or lists
     sha1: list[str] = field(default_factory=list)
     signature: np.ndarray | None = None  # (n, num_perm) uint32 MinHash signatures
 
@@ -189,7 +189,7 @@ def to_table(batch: DocBatch, word_offsets: pa.Array) -> pa.Table:
             "lang_score": batch.lang_score,
             "source": batch.source,
             "source_line": batch.source_line,
-            "sentence_offsets": [[list(s) for s in spans] for spans in batch.sentence_offsets],
+            "sentence_offsets": batch.sentence_offsets,
             "word_offsets": word_offsets,
             "n_chars": [len(t) for t in batch.text],
             "sha1": batch.sha1,
@@ -198,23 +198,41 @@ def to_table(batch: DocBatch, word_offsets: pa.Array) -> pa.Table:
     )
 
 
-def staged_table(batch: DocBatch) -> pa.Table:
-    """A fingerprinted batch before dedup and segmentation: the unit a resumed run skips."""
-    signature = batch.signature if batch.signature is not None else np.zeros((0, 1), np.uint32)
-    flat = pa.array(signature.reshape(-1).astype(np.uint32), type=pa.uint32())
-    return pa.table(
-        {
-            "doc_id": batch.doc_id,
-            "text": batch.text,
-            "lang": batch.lang,
-            "lang_score": pa.array(batch.lang_score, pa.float32()),
-            "source": batch.source,
-            "source_line": pa.array(batch.source_line, pa.int64()),
-            "sentence_offsets": pa.array([[list(s) for s in spans] for spans in batch.sentence_offsets], OFFSETS),
-            "sha1": batch.sha1,
-            "signature": pa.FixedSizeListArray.from_arrays(flat, signature.shape[1]),
-        }
+def staged_schema(num_perm: int) -> pa.Schema:
+    """Fingerprinted documents before dedup and segmentation (typed, so an empty chunk stages too)."""
+    return pa.schema(
+        [
+            ("doc_id", pa.string()),
+            ("text", pa.string()),
+            ("lang", pa.string()),
+            ("lang_score", pa.float32()),
+            ("source", pa.string()),
+            ("source_line", pa.int64()),
+            ("sentence_offsets", OFFSETS),
+            ("sha1", pa.string()),
+            ("signature", pa.list_(pa.uint32(), num_perm)),
+        ]
     )
+
+
+def staged_table(batch: DocBatch, num_perm: int) -> pa.Table:
+    """A fingerprinted batch: the unit a resumed run skips."""
+    signature = batch.signature if batch.signature is not None else np.zeros((len(batch), num_perm), np.uint32)
+    flat = pa.array(signature.reshape(-1).astype(np.uint32), type=pa.uint32())
+    columns = {
+        "doc_id": batch.doc_id,
+        "text": batch.text,
+        "lang": batch.lang,
+        "lang_score": batch.lang_score,
+        "source": batch.source,
+        "source_line": batch.source_line,
+        "sentence_offsets": batch.sentence_offsets,
+        "sha1": batch.sha1,
+    }
+    schema = staged_schema(num_perm)
+    arrays = [pa.array(columns[f.name], f.type) for f in schema if f.name != "signature"]
+    arrays.append(pa.FixedSizeListArray.from_arrays(flat, num_perm))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def batch_from_staged(table: pa.Table) -> DocBatch:
@@ -229,7 +247,7 @@ def batch_from_staged(table: pa.Table) -> DocBatch:
         source_line=cols["source_line"],
         lang=cols["lang"],
         lang_score=cols["lang_score"],
-        sentence_offsets=[[tuple(s) for s in spans] for spans in cols["sentence_offsets"]],
+        sentence_offsets=cols["sentence_offsets"],
         sha1=cols["sha1"],
         signature=signature.reshape(-1, width).astype(np.uint32),
     )
