@@ -88,7 +88,7 @@ def build(kind: str, config: dict, device: torch.device) -> torch.nn.Module:
 
 
 def run(kind: str, seq: int, packed: bool, rows: int, steps: int, compile_model: bool,
-        config: dict, device: torch.device) -> dict:
+        config: dict, device: torch.device, cross_document: bool = False) -> dict:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = build(kind, config, device)
@@ -102,6 +102,8 @@ def run(kind: str, seq: int, packed: bool, rows: int, steps: int, compile_model:
         inputs = {k: v for k, v in batch.items() if k != "real_tokens"}
         if kind != "plmops":
             del inputs["masked_positions"]  # the peer scores every position, as BertForMaskedLM does
+        if cross_document and "document_ids" in inputs:
+            del inputs["document_ids"]  # full rows attend across documents: no mask, flash attention
         with torch.autocast(device.type, dtype=dtype):
             loss = step_fn(**inputs).loss
         loss.backward()
@@ -127,6 +129,7 @@ def run(kind: str, seq: int, packed: bool, rows: int, steps: int, compile_model:
     peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     return {
         "model": kind, "seq": seq, "packed": packed, "rows": rows, "compiled": compile_model, "steps": steps,
+        "cross_document": cross_document and packed, "dropout": config.get("hidden_dropout_prob", 0.1),
         "real_token_fraction": real / (steps * rows * seq),
         "tokens_per_s": tokens_per_s,
         "step_ms": 1000 * seconds / steps,
@@ -142,25 +145,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the code paths only")
+    parser.add_argument("--seq", type=int, choices=(128, 512), help="only this sequence length")
+    parser.add_argument("--rows", type=int, help="rows per batch (default 256 at seq 128, 64 at 512)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
+    parser.add_argument("--cross-document", action="store_true",
+                        help="packed rows without document masking (as original BERT packing): flash attention")
+    parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
     args = parser.parse_args()
     if args.smoke:
         device, config, scale = torch.device("cpu"), dict(BASE, hidden_size=64, num_hidden_layers=2,
                                                            num_attention_heads=2, intermediate_size=128), 8
     elif torch.cuda.is_available():
-        device, config, scale = torch.device("cuda"), BASE, 1
+        device, config, scale = torch.device("cuda"), dict(BASE), 1
         torch.backends.cuda.matmul.allow_tf32 = True
     else:
         sys.exit("pretrain_gpu: no CUDA device here; this benchmark runs only on a GPU machine (--smoke: CPU check)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    config.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
 
     cases = [(128, False, 256), (128, True, 256), (512, False, 64), (512, True, 64)]
-    plan = [("bert-hf", seq, False, rows, False) for seq, _, rows in cases[::2]]  # the peer: padded rows
+    cases = [(s, p, args.rows or r) for s, p, r in cases if args.seq in (None, s)]
+    plan = [] if args.no_peer else [("bert-hf", seq, False, rows, False) for seq, p, rows in cases if not p]
     plan += [("plmops", seq, packed, rows, False) for seq, packed, rows in cases]
     if args.compile:
         plan += [("plmops", seq, packed, rows, True) for seq, packed, rows in cases]
     results = []
     for kind, seq, packed, rows, compiled in plan:
-        r = run(kind, seq, packed, max(rows // scale, 2), args.steps, compiled, config, device)
+        r = run(kind, seq, packed, max(rows // scale, 2), args.steps, compiled, config, device, args.cross_document)
         results.append(r)
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         print(f"{kind:<8} seq={seq:<4} packed={str(packed):<5} compiled={str(compiled):<5} "
@@ -173,20 +184,21 @@ def main() -> None:
     def best(kind: str, seq: int) -> float:
         return max(r["tokens_per_s"] for r in results if r["model"] == kind and r["seq"] == seq)
 
-    speedup = {str(seq): best("plmops", seq) / best("bert-hf", seq) for seq in (128, 512)}
+    seqs = sorted({r["seq"] for r in results if r["model"] == "bert-hf"})
+    speedup = {str(seq): best("plmops", seq) / best("bert-hf", seq) for seq in seqs}
     report = {
         "benchmark": "pretrain_gpu",
         "model": f"BERT-base shape {config['num_hidden_layers']}x{config['hidden_size']}, vocab {config['vocab_size']}",
         "peer": "transformers BertForMaskedLM (SDPA), padded rows, logits at every position; same batches",
         "device": name, "peak_bf16_tflops": peak_tflops(name) if device.type == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(),
-        "speedup": speedup["128"],
+        "speedup": speedup.get("128"),
         "speedup_by_seq": speedup,
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"speedup (real tokens/s, ours best / peer) seq128 {speedup['128']:.2f}x, seq512 {speedup['512']:.2f}x")
+    print("speedup (real tokens/s, ours best / peer): " + ", ".join(f"seq{k} {v:.2f}x" for k, v in speedup.items()))
     print(f"-> {args.output}")
 
 

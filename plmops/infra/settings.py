@@ -151,6 +151,8 @@ def apply_environment(settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded API starts in 10–20 s on an idle 2-core laptop; Prefect gives up after 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if settings.prefect_api_url:
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.effective_mlflow_uri)

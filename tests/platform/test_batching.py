@@ -293,6 +293,14 @@ def test_documents_view_recovers_every_document(packed):
     assert (packed["word_ids"][rows[:, 0], cols[:, 0]] == -1).all()  # each document opens with [CLS]
 
 
+def test_a_maker_draws_from_its_own_seeded_generator(tokenizer, examples):
+    rows = maker(tokenizer).rows(examples)[:8]
+    first, second = maker(tokenizer, seed=1), maker(tokenizer, seed=1)
+    a, b = first(rows), second(rows)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(first(rows)["labels"], a["labels"])  # the next batch draws anew
+
+
 def test_config_and_maker_refuse_bad_settings(tokenizer):
     with pytest.raises(ValueError, match="objective must be one of"):
         BatchConfig(objective="span")

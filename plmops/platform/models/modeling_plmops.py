@@ -677,7 +677,8 @@ class PlmopsForPreTraining(_TiedMLMDecoder, PlmopsPreTrainedModel):
     ) -> PlmopsForPreTrainingOutput:
         """labels / masked_positions: MLM targets (vocabulary ids) and where to predict them.
         sentence_order_label: [batch] (or [N] with sop_positions, the [CLS] of each packed document).
-        pointer_labels / pointer_positions: PERT targets, the column each permuted token came from.
+        pointer_labels / pointer_positions: PERT targets: at each chosen position i, the column j where the token
+        originally at i now sits (plmops.platform.pretraining.pert's convention; see docs/objectives.md).
         """
         self._check_heads(sentence_order_label, sop_positions, pointer_labels, pointer_positions)
         outputs = self.bert(

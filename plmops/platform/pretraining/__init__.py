@@ -6,6 +6,7 @@ nothing is predicted), every other key passed through. Randomness comes only fro
 `torch.Generator` given, so a seed reproduces a batch exactly. See docs/objectives.md.
 """
 
+from plmops.platform.pretraining.batching import BatchConfig, BatchMaker, Example, collate, encode, pack
 from plmops.platform.pretraining.cino import (
     LanguageStats,
     group_vocab,
@@ -38,6 +39,9 @@ from plmops.platform.pretraining.similar_words import (
 from plmops.platform.pretraining.sop import Segment, SpecialIds, sop
 
 __all__ = [
+    "BatchConfig",
+    "BatchMaker",
+    "Example",
     "IGNORE_INDEX",
     "LanguageStats",
     "Segment",
@@ -49,6 +53,8 @@ __all__ = [
     "VectorNeighbours",
     "VocabInfo",
     "choose",
+    "collate",
+    "encode",
     "group_vocab",
     "language_stats",
     "load_cilin",
@@ -56,6 +62,7 @@ __all__ = [
     "mac",
     "mlm",
     "ngram",
+    "pack",
     "pert",
     "remap_labels",
     "restricted_logits",

@@ -422,7 +422,10 @@ class BatchMaker:
         return cls(config, VocabInfo.from_tokenizer(tokenizer), tokenizer.pad_token_id, similar)
 
     def rows(self, examples: Sequence[Example]) -> list[list[Example]]:
-        """Examples grouped into rows: packed by `pack`, or one per row in the order given."""
+        """Examples grouped into rows: packed by `pack`, or one per row in the order given.
+
+        A pack buffer only mixes what it holds, so shuffle the examples first if the corpus is ordered.
+        """
         if not self.config.packing:
             return [[e] for e in examples]
         lengths = np.fromiter(map(len, examples), dtype=np.int64, count=len(examples))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerFast
 
 from plmops.platform.text.segment import Segmenter
 from plmops.platform.tokenization.wordpiece import encode_ids
@@ -23,14 +23,14 @@ def _ratio(numerator: int, denominator: int) -> float:
 
 
 def coverage_table(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerFast,
     texts_by_lang: Mapping[str, Sequence[str]],
     segmenter: Segmenter | None = None,
 ) -> list[dict]:
     """One row per language: lang, texts, words, tokens, unk_rate, tokens_per_word, chars_per_token.
 
-    Language codes are `segment_words`' (zh, yue, bo, mn, ug, kk, ...); pass an open `Segmenter` to
-    reuse its worker pool.
+    Any fast tokenizer works (a saved folder loaded without plmops, too). Language codes are
+    `segment_words`' (zh, yue, bo, mn, ug, kk, ...); pass an open `Segmenter` to reuse its worker pool.
     """
     if not texts_by_lang:
         raise ValueError("coverage_table: texts_by_lang is empty")
@@ -44,7 +44,7 @@ def coverage_table(
                 raise ValueError(f"coverage_table: no texts for language {lang!r}")
             ids = encode_ids(tokenizer.backend_tokenizer, texts)
             words = len(segmenter.column(texts, [lang] * len(texts)).values)
-            chars = sum(len(t) for t in texts) - sum(map(_spaces, texts))
+            chars = sum(len("".join(t.split())) for t in texts)
             unknown = int(np.count_nonzero(ids == tokenizer.unk_token_id))
             rows.append(
                 {
@@ -61,10 +61,6 @@ def coverage_table(
         if owned:
             segmenter.close()
     return rows
-
-
-def _spaces(text: str) -> int:
-    return len(text) - len("".join(text.split()))
 
 
 def format_table(rows: Sequence[Mapping[str, object]]) -> str:

@@ -1,22 +1,25 @@
 """Grow a vocabulary with pieces for a new language or script, and grow a model's embeddings to match.
 
-This is how CINO added Tibetan and Mongolian to XLM-R: old ids stay where they are, the new pieces are
-appended, and each new embedding row starts as the mean of the rows of the pieces the old tokenizer
-would have spelled it with, so the model begins from what it already knows about those characters.
+CINO grew XLM-R's vocabulary this way for Tibetan and Mongolian: old ids stay where they are and the new
+pieces are appended. Here each new embedding row starts as the mean of the rows of the pieces the old
+tokenizer would have spelled it with, so the model begins from what it already knows about those
+characters.
 
 Choosing the pieces. A WordPiece vocabulary is trained on the new language alone (through the old
-tokenizer's normaliser and pre-tokeniser) and its corpus is tokenised with it; each candidate piece the
-old vocabulary lacks gets
-  * rank 1 if it is a single character: without it every word containing that character is [UNK];
-    characters are taken by how often they are used;
-  * otherwise the tokens it saves: uses x (pieces the old vocabulary, plus the new characters, needs to
-    spell it - 1), a first-order estimate that ignores how pieces compete inside a word.
+tokenizer's normaliser and pre-tokeniser) and its corpus is tokenised with it. Candidates are the pieces
+that tokenisation used and every character of the corpus in both forms (word-initial and ##), minus
+what the old vocabulary has. They are ranked
+  * characters first, by use: without one, every word containing it is [UNK], and with all of them
+    greedy longest match can always finish a word, whatever longer pieces make the cut;
+  * then by tokens saved: uses x (pieces the old vocabulary, plus the new characters, needs to spell the
+    candidate - 1), a first-order estimate that ignores how pieces compete inside a word.
 The first `n_pieces` of that order are added.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import torch
@@ -56,25 +59,15 @@ def _bare(piece: str) -> str:
     return piece.removeprefix(CONTINUATION)
 
 
-def rank_pieces(candidates: Sequence[str], uses: np.ndarray, old_vocab: Container[str]) -> list[str]:
-    """Candidates (all absent from `old_vocab`) in the order the module docstring describes."""
+def rank_pieces(candidates: Sequence[str], uses: np.ndarray, old_vocab: AbstractSet[str]) -> list[str]:
+    """Candidates (all absent from `old_vocab`) in the order the module docstring describes; one that
+    even the new characters cannot spell costs one token per character."""
     is_char = np.array([len(_bare(p)) == 1 for p in candidates], dtype=bool)
-    chars = {p for p, c in zip(candidates, is_char) if c}
-    known = _Union(old_vocab, chars)
+    known = set(old_vocab) | {p for p, c in zip(candidates, is_char) if c}
     cost = np.array([len(spell(p, known) or _bare(p)) for p in candidates], dtype=np.int64)
     saving = np.where(is_char, np.iinfo(np.int64).max, uses * (cost - 1))
     order = np.lexsort((-uses, -saving))  # by saving, ties by uses, then by candidate order
     return [candidates[i] for i in order.tolist()]
-
-
-class _Union:
-    """Membership in either of two containers, without copying a large vocabulary."""
-
-    def __init__(self, first: Container[str], second: Container[str]) -> None:
-        self.first, self.second = first, second
-
-    def __contains__(self, piece: object) -> bool:
-        return piece in self.first or piece in self.second
 
 
 def extend_vocabulary(
@@ -94,18 +87,34 @@ def extend_vocabulary(
     if n_pieces < 1:
         raise ValueError(f"extend_vocabulary: n_pieces must be >= 1, got {n_pieces}")
     texts = list(texts)
-    size = candidate_vocab_size or 2 * n_pieces + len(tokenizer.all_special_tokens)
+    size = (
+        2 * n_pieces + len(tokenizer.all_special_tokens)
+        if candidate_vocab_size is None
+        else candidate_vocab_size
+    )
     local = train_pieces(tokenizer, texts, size, min_frequency, where="extend_vocabulary")
     local_vocab = local.get_vocab()
     uses = np.bincount(encode_ids(local, texts), minlength=len(local_vocab))
     old_pieces = vocab_list(tokenizer)
     old_vocab = set(old_pieces)
-    candidates = sorted(
-        (p for p, i in local_vocab.items() if p not in old_vocab and uses[i] > 0), key=local_vocab.__getitem__
-    )
-    ids = np.array([local_vocab[p] for p in candidates], dtype=np.int64)
-    added = rank_pieces(candidates, uses[ids], old_vocab)[:n_pieces]
+    counts = _candidate_uses(local_vocab, uses, set(tokenizer.all_special_tokens))
+    candidates = [p for p in counts if p not in old_vocab]
+    added = rank_pieces(candidates, np.array([counts[p] for p in candidates], dtype=np.int64), old_vocab)
+    added = added[:n_pieces]
     return with_vocab(tokenizer, old_pieces + added), added
+
+
+def _candidate_uses(local_vocab: dict[str, int], uses: np.ndarray, specials: set[str]) -> dict[str, int]:
+    """Pieces the new language's own WordPiece used, with their use counts, plus every character of its
+    alphabet in both forms (word-initial and ##), used or not: a character is the fallback that keeps a
+    word from becoming [UNK] even when the longer pieces that hid it in training are not added."""
+    by_id = sorted(local_vocab, key=local_vocab.__getitem__)
+    counts = {p: int(uses[local_vocab[p]]) for p in by_id if uses[local_vocab[p]] > 0 and p not in specials}
+    characters = sorted({_bare(p) for p in by_id if len(_bare(p)) == 1 and p not in specials})
+    for character in characters:
+        counts.setdefault(character, 0)
+        counts.setdefault(CONTINUATION + character, 0)
+    return counts
 
 
 def tied_vocab_tensors(model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -127,7 +136,7 @@ def replace_vocab_tensors(model: PreTrainedModel, weight: torch.Tensor, bias: to
     )
     model.set_input_embeddings(embeddings)
     if model.get_output_embeddings() is not None:
-        decoder = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        decoder = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
         decoder.weight = embeddings.weight
         if bias is not None:
             decoder.bias = nn.Parameter(bias.detach().clone())

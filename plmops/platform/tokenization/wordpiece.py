@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
+from typing import Any
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, pre_tokenizers
@@ -54,7 +55,7 @@ class PlmopsTokenizer(BertTokenizer):
     """BertTokenizer(Fast) whose pre-tokeniser keeps a Tibetan tsheg with its syllable; accents are kept
     unless `strip_accents=True` is asked for explicitly."""
 
-    def __init__(self, *args, strip_accents: bool | None = False, **kwargs) -> None:
+    def __init__(self, *args: Any, strip_accents: bool | None = False, **kwargs: Any) -> None:
         super().__init__(*args, strip_accents=strip_accents, **kwargs)
         self._tokenizer.pre_tokenizer = _pre_tokenizer()
 
@@ -86,10 +87,11 @@ def vocab_list(tokenizer: BertTokenizer) -> list[str]:
 
 def with_vocab(tokenizer: BertTokenizer, pieces: Sequence[str]) -> BertTokenizer:
     """The same kind of tokenizer (class, case and accent handling, specials) over another piece list."""
-    missing = [t for t in tokenizer.all_special_tokens if t not in set(pieces)]
+    known = set(pieces)
+    missing = [t for t in tokenizer.all_special_tokens if t not in known]
     if missing:
         raise ValueError(f"the new vocabulary lacks the special tokens {missing}")
-    if len(set(pieces)) != len(pieces):
+    if len(known) != len(pieces):
         raise ValueError("the new vocabulary lists a piece twice")
     return type(tokenizer)(
         vocab={piece: i for i, piece in enumerate(pieces)},
@@ -111,19 +113,18 @@ def encode_ids(backend: Tokenizer, texts: Iterable[str], chunk: int = 4096) -> n
     backend = Tokenizer.from_str(backend.to_str())
     backend.no_truncation()
     backend.no_padding()
-    parts, texts = [], _checked_texts(texts, "encode_ids", [0])
+    parts, texts = [], _checked_texts(texts, "encode_ids")
     while batch := list(islice(texts, chunk)):
         encodings = backend.encode_batch_fast(batch, add_special_tokens=False)
         parts.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _checked_texts(texts: Iterable[str], where: str, seen: list[int]) -> Iterator[str]:
-    """Pass texts through, refusing non-strings by position and counting them into seen[0]."""
+def _checked_texts(texts: Iterable[str], where: str) -> Iterator[str]:
+    """Pass texts through, refusing non-strings by position."""
     for n, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{where}: text {n} is {type(text).__name__}, not str")
-        seen[0] = n + 1
         yield text
 
 
@@ -162,10 +163,9 @@ def train_pieces(
         show_progress=False,
         **alphabet,
     )
-    seen = [0]
-    backend.train_from_iterator(_checked_texts(texts, where, seen), trainer)
-    if not seen[0]:
-        raise ValueError(f"{where}: no texts to train on")
+    backend.train_from_iterator(_checked_texts(texts, where), trainer)
+    if backend.get_vocab_size() == len(specials):
+        raise ValueError(f"{where}: no text to train on (no texts, or only whitespace)")
     return backend
 
 
