@@ -26,8 +26,6 @@ from plmops.platform.pretraining import (
     mlm,
     ngram,
     pert,
-    remap_labels,
-    restricted_logits,
     sample_languages,
     sampling_probs,
     sop,
@@ -546,23 +544,23 @@ def test_language_sampler_is_seeded_and_matches_the_probs(shared_data):
         assert abs(draws.count(lang) / len(draws) - p) < 0.015
 
 
-def test_fast_mlm_remaps_labels_and_scores_only_the_group_rows():
+def test_fast_mlm_group_vocab_drives_the_restricted_head():
     corpus = [torch.tensor([7, 9, 9, 30]), [12, 7], np.array([[44, 30]])]
     ids = group_vocab(corpus, 50, special_ids=[0, 2, 3])
     assert ids.tolist() == [0, 2, 3, 7, 9, 12, 30, 44]
-    labels = torch.tensor([[-100, 30, 7], [44, -100, 0]])
-    restricted = remap_labels(labels, ids)
-    assert torch.equal(ids[restricted[labels != -100]], labels[labels != -100])
-    assert (restricted[labels == -100] == -100).all()
-    with pytest.raises(ValueError, match="label id 8"):
-        remap_labels(torch.tensor([8]), ids)
     with pytest.raises(ValueError, match="chunk 0"):
         group_vocab([[50]], 50, [0])
-    g = gen(13)
-    hidden, weight, bias = (
-        torch.randn(4, 16, generator=g),
-        torch.randn(50, 16, generator=g),
-        torch.randn(50, generator=g),
-    )
-    full = hidden @ weight.T + bias
-    assert torch.allclose(restricted_logits(hidden, weight, bias, ids), full[:, ids], atol=1e-5)
+    # The group's ids restrict the model's MLM head: its loss equals the full head's loss over those rows.
+    from plmops.platform.models import PlmopsConfig, PlmopsForMaskedLM
+
+    torch.manual_seed(13)
+    config = PlmopsConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=16)
+    model = PlmopsForMaskedLM(config).eval()
+    input_ids = torch.tensor([[2, 7, 9, 30, 3]])
+    labels = torch.tensor([[-100, 30, -100, 7, -100]])
+    full = model(input_ids=input_ids, labels=labels).logits
+    restricted = model(input_ids=input_ids, labels=labels, vocab_subset=ids)
+    assert torch.allclose(restricted.logits, full[:, ids], atol=1e-5)
+    expected = torch.nn.functional.cross_entropy(full[:, ids], torch.tensor([6, 3]))
+    assert torch.allclose(restricted.loss, expected, atol=1e-5)

@@ -11,8 +11,6 @@ from plmops.platform.pretraining.cino import (
     LanguageStats,
     group_vocab,
     language_stats,
-    remap_labels,
-    restricted_logits,
     sample_languages,
     sampling_probs,
 )
@@ -64,8 +62,6 @@ __all__ = [
     "ngram",
     "pack",
     "pert",
-    "remap_labels",
-    "restricted_logits",
     "sample_languages",
     "sampling_probs",
     "sop",

@@ -12,23 +12,20 @@ uses n_i = the number of tokens of language i (level="tokens").
 
 Fast MLM. A minority-language batch only ever predicts ids its corpus uses, so the MLM head can score
 just those rows of the output embedding: `group_vocab` gives each language group its sorted id list
-(plus special ids), `remap_labels` maps full-vocabulary labels to positions in that list, and
-`restricted_logits` computes the smaller softmax input. `benchmark_restricted_head()` measures the
-speed-up (see docs/objectives.md for the command and the numbers).
+(plus special ids); pass it as `vocab_subset` to the plmops MLM head, which scores only those rows and
+remaps the labels (`plmops.platform.models.remap_to_subset`). benchmarks/cino_fast_mlm.py measures the
+speed-up.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from plmops.platform.pretraining.masking import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -96,59 +93,3 @@ def group_vocab(
             raise ValueError(f"group_vocab: chunk {n} has ids outside [0, {vocab_size})")
         used[ids] = True
     return torch.from_numpy(np.flatnonzero(used))
-
-
-def remap_labels(labels: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Full-vocabulary labels -> indices into group_ids (-100 stays -100)."""
-    ignore = labels == IGNORE_INDEX
-    position = torch.searchsorted(group_ids, labels.clamp(min=0))
-    found = group_ids[position.clamp(max=len(group_ids) - 1)] == labels
-    missing = ~ignore & ~found
-    if missing.any():
-        raise ValueError(f"remap_labels: label id {int(labels[missing][0])} is not in the group's vocabulary")
-    return torch.where(ignore, IGNORE_INDEX, position)
-
-
-def restricted_logits(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, group_ids: torch.Tensor
-) -> torch.Tensor:
-    """MLM decoder scores for the group's ids only: hidden @ weight[group_ids].T + bias[group_ids]."""
-    return F.linear(hidden, weight[group_ids], None if bias is None else bias[group_ids])
-
-
-def benchmark_restricted_head(
-    full_vocab: int = 50_000,
-    group_size: int = 8_000,
-    hidden: int = 768,
-    rows: int = 64,
-    predicted_per_row: int = 20,
-    repeats: int = 5,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Median seconds of decoder + softmax + cross-entropy, forward and backward, full vs restricted."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(full_vocab, hidden, generator=g, requires_grad=True)
-    bias = torch.zeros(full_vocab, requires_grad=True)
-    states = torch.randn(rows * predicted_per_row, hidden, generator=g, requires_grad=True)
-    group_ids = torch.randperm(full_vocab, generator=g)[:group_size].sort().values
-    labels = group_ids[torch.randint(group_size, (len(states),), generator=g)]
-    restricted_labels = remap_labels(labels, group_ids)
-
-    def full() -> None:
-        F.cross_entropy(F.linear(states, weight, bias), labels).backward()
-
-    def restricted() -> None:
-        F.cross_entropy(restricted_logits(states, weight, bias, group_ids), restricted_labels).backward()
-
-    times = {"full_s": _median_seconds(full, repeats), "restricted_s": _median_seconds(restricted, repeats)}
-    return {**times, "speedup": times["full_s"] / times["restricted_s"], "threads": torch.get_num_threads()}
-
-
-def _median_seconds(step: Callable[[], None], repeats: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
