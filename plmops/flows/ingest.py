@@ -84,8 +84,7 @@ def ingest_flow(
     ):
         tracking.log_params({"name": name, "version": plan.version, "sources": list(sources), **config.model_dump()})
         seconds: Counter = Counter()
-        pool = segmenter.executor() if config.workers > 1 else None  # MinHash shares the workers
-        n_chunks = _stage_chunks(plan, config, pool, progress, seconds)
+        n_chunks = _stage_chunks(plan, config, progress, seconds)
         with _timed(seconds, "dedup"):
             keep, dedup_drops, previous = t.deduplicate(plan, n_chunks, config)
         shards, by_language = _write_shards(plan, config, keep, segmenter, progress, seconds)
@@ -105,7 +104,7 @@ def _timed(seconds: Counter, stage: str) -> Iterator[None]:
     seconds[stage] += time.perf_counter() - start
 
 
-def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> int:
+def _stage_chunks(plan, config, progress: Progress, seconds: Counter) -> int:
     """Stages 1–4a per chunk; chunks finished by an earlier (killed) run are skipped.
 
     Batches go to tasks inside `quote`: Prefect would otherwise walk every string of every document
@@ -127,8 +126,9 @@ def _stage_chunks(plan, config, pool, progress: Progress, seconds: Counter) -> i
             batch, more = t.split_and_filter(quote(batch), config)
             drops += more
         with _timed(seconds, "fingerprint"):
-            batch = t.fingerprint(quote(batch), config, pool)
-        t.stage_chunk(plan, quote(chunk), quote(batch), drops, config.num_perm)
+            batch = t.fingerprint(quote(batch), config)
+        with _timed(seconds, "stage"):
+            t.stage_chunk(plan, quote(chunk), quote(batch), drops, config.num_perm)
     progress.update(task_id, total=n_chunks, completed=n_chunks)
     return n_chunks
 
@@ -140,19 +140,27 @@ def _write_shards(plan, config, keep, segmenter, progress: Progress, seconds: Co
     shards: list[dict] = []
     by_language: dict[str, Counter] = {}
     for index, mask in enumerate(keep):
-        batch = t.load_staged(plan, index).take(mask)
-        for lang, text in zip(batch.lang, batch.text):
-            stats = by_language.setdefault(lang, Counter())
-            stats["documents"] += 1
-            stats["chars"] += len(text)
+        with _timed(seconds, "load"):
+            staged = t.load_staged(plan, index, mask)
         with _timed(seconds, "segment"):
-            rows = t.segment(quote(batch), segmenter)
-        for relative, table in packer.add(rows):
-            shards.append(t.write_shard(plan, relative, table))
+            rows = t.segment(staged, segmenter)
+        _count_languages(rows, by_language)
+        with _timed(seconds, "write"):
+            for relative, table in packer.add(rows):
+                shards.append(t.write_shard(plan, relative, table))
         progress.advance(task_id)
     for relative, table in packer.finish():
         shards.append(t.write_shard(plan, relative, table))
     return shards, {lang: dict(c) for lang, c in sorted(by_language.items())}
+
+
+def _count_languages(rows, by_language: dict[str, Counter]) -> None:
+    """Documents and characters per language, accumulated over the shards' rows."""
+    stats = rows.group_by("lang").aggregate([("n_chars", "sum"), ("n_chars", "count")]).to_pylist()
+    for row in stats:
+        counter = by_language.setdefault(row["lang"], Counter())
+        counter["documents"] += row["n_chars_count"]
+        counter["chars"] += row["n_chars_sum"]
 
 
 def _log_run(plan: t.VersionPlan, manifest: dict, seconds: Counter, total: float) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -139,23 +138,6 @@ def _counts_key(plan: VersionPlan, index: int) -> str:
     return plan.key(f"{STAGING}/counts-{index:05d}.json")
 
 
-def _parts(items: Sequence, parts: int) -> list[Sequence]:
-    bounds = np.linspace(0, len(items), parts + 1).astype(int)
-    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-class PooledHasher:
-    """A MinHasher whose signatures are computed in worker processes, slice by slice."""
-
-    def __init__(self, hasher: MinHasher, pool: Executor | None, parts: int):
-        self.hasher, self.pool, self.parts = hasher, pool, parts
-
-    def signatures(self, texts: Sequence[str]) -> np.ndarray:
-        if self.pool is None or self.parts <= 1 or len(texts) < 2 * self.parts:
-            return self.hasher.signatures(texts)
-        return np.concatenate(list(self.pool.map(self.hasher.signatures, _parts(texts, self.parts))))
-
-
 @task(cache_policy=NONE)
 def normalize(chunk: Chunk, plan: VersionPlan, config: IngestConfig) -> tuple[corpus.DocBatch, Counter]:
     digests = {uri: sha for uri, sha, _ in plan.inputs}
@@ -173,9 +155,9 @@ def split_and_filter(batch: corpus.DocBatch, config: IngestConfig) -> tuple[corp
 
 
 @task(cache_policy=NONE)
-def fingerprint(batch: corpus.DocBatch, config: IngestConfig, pool: Executor | None) -> corpus.DocBatch:
-    hasher = MinHasher(num_perm=config.num_perm, shingle_size=config.shingle_size)
-    return corpus.fingerprint(batch, PooledHasher(hasher, pool, config.workers))
+def fingerprint(batch: corpus.DocBatch, config: IngestConfig) -> corpus.DocBatch:
+    """In-process on purpose: MinHash runs at ~9 MB/s, so shipping texts to workers costs as much as it saves."""
+    return corpus.fingerprint(batch, MinHasher(num_perm=config.num_perm, shingle_size=config.shingle_size))
 
 
 @task(cache_policy=NONE)
@@ -233,9 +215,10 @@ def _signature_matrix(columns: list, width: int) -> np.ndarray:
 
 
 @task(cache_policy=NONE)
-def segment(batch: corpus.DocBatch, segmenter: Segmenter) -> pa.Table:
+def segment(staged: pa.Table, segmenter: Segmenter) -> pa.Table:
     """Stage 5: word boundaries as character offsets (jieba for zh/yue) in worker processes → corpus rows."""
-    return corpus.to_table(batch, segmenter.column(batch.text, batch.lang))
+    texts, langs = staged.column("text").to_pylist(), staged.column("lang").to_pylist()
+    return corpus.corpus_table(staged, segmenter.column(texts, langs))
 
 
 @task(cache_policy=NONE)
@@ -316,5 +299,7 @@ def chunk_is_staged(plan: VersionPlan, index: int) -> bool:
     return open_storage(plan.root_uri).exists(chunk_key(plan, index))
 
 
-def load_staged(plan: VersionPlan, index: int) -> corpus.DocBatch:
-    return corpus.batch_from_staged(open_storage(plan.root_uri).read_parquet(chunk_key(plan, index)))
+def load_staged(plan: VersionPlan, index: int, keep: np.ndarray) -> pa.Table:
+    """The kept documents of a staged chunk (without their signatures, which only dedup needs)."""
+    names = [f.name for f in corpus.staged_schema(1) if f.name != "signature"]
+    return open_storage(plan.root_uri).read_parquet(chunk_key(plan, index), columns=names).filter(pa.array(keep))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -14,7 +15,8 @@ from plmops.flows.ingest import ingest_flow
 from plmops.infra.storage import open_storage
 from plmops.platform.text.config import IngestConfig
 
-CONFIG = {"workers": 1, "chunk_records": 400}
+# Small chunks and shards: many resumable units, and shard files appear all through publishing.
+CONFIG = {"workers": 1, "chunk_records": 400, "shard_target_bytes": 65536}
 
 
 def _corpus(shared_data, folder: Path) -> list[str]:
@@ -29,6 +31,13 @@ def _corpus(shared_data, folder: Path) -> list[str]:
 def _doc_ids(manifest: dict) -> list[str]:
     store = open_storage(manifest["uri"])
     return [i for s in manifest["shards"] for i in store.read_parquet(s["path"]).column("doc_id").to_pylist()]
+
+
+def _reached(out: Path, target: int | str) -> bool:
+    """Progress as an outside observer sees it: staged chunks, then published shards."""
+    if target == "publishing":
+        return any(out.rglob("data/lang=*/part-*.parquet"))
+    return len(list(out.rglob("_staging/chunk-*.parquet"))) >= target
 
 
 def _cli(sources: list[str], out: Path, config: Path, env: dict) -> subprocess.Popen:
@@ -46,16 +55,23 @@ def test_sigkill_at_random_points_then_resume(prefect_server, shared_data, tmp_p
     config.write_text("\n".join(f"{k}: {v}" for k, v in CONFIG.items()) + "\n")
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PLMOPS_HOME": str(tmp_path / "home")}
     out = tmp_path / "out"
-    rng = random.Random(os.environ.get("PLMOPS_TEST_SEED", time.time_ns()))
-    staged_seen = 0
-    for _ in range(3):
+    seed = int(os.environ.get("PLMOPS_TEST_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    records = reference.manifest["counts"]["read.records"] + reference.manifest["quarantine"]["rows"]
+    n_chunks = math.ceil(records / CONFIG["chunk_records"])
+    # Kill points chosen at random: after k chunks are staged (twice, k growing), then mid-publish.
+    targets = [*sorted(rng.sample(range(1, n_chunks), 2)), "publishing"]
+    killed_mid_run = 0
+    for target in targets:
         proc = _cli(sources, out, config, env)
-        time.sleep(rng.uniform(4.0, 12.0))  # imports take ~4 s; the work itself ~10 s
-        proc.send_signal(signal.SIGKILL)
+        while proc.poll() is None and not _reached(out, target):
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_mid_run += 1
         proc.wait()
-        staged_seen = max(staged_seen, len(list(out.rglob("_staging/chunk-*.parquet"))))
-        if list(out.rglob("manifest.json")):
-            break
+    assert killed_mid_run >= 2, f"kills landed after the run finished (seed {seed})"
+    assert not list(out.rglob("manifest.json")), f"a killed run published its manifest (seed {seed})"
 
     proc = _cli(sources, out, config, env)
     output, _ = proc.communicate(timeout=300)
@@ -70,4 +86,3 @@ def test_sigkill_at_random_points_then_resume(prefect_server, shared_data, tmp_p
     assert sorted(got) == sorted(expected), "documents lost or added by the interruption"
     assert resumed["counts"] == reference.manifest["counts"]
     assert not list(out.rglob("_staging/*")), "staging left behind after publishing"
-    assert staged_seen > 0 or list(out.rglob("manifest.json")), "no kill landed mid-run"

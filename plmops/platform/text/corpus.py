@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from plmops.platform.text.config import IngestConfig
 from plmops.platform.text.dedup import MinHasher, exact_duplicates, near_duplicates, text_sha1
@@ -179,40 +180,19 @@ def deduplicate(
 # --- tables -------------------------------------------------------------------------------------
 
 
-def to_table(batch: DocBatch, word_offsets: pa.Array) -> pa.Table:
-    """The corpus rows of a batch in the published schema, with its segmentation (stage 5)."""
-    return pa.table(
-        {
-            "doc_id": batch.doc_id,
-            "text": batch.text,
-            "lang": batch.lang,
-            "lang_score": batch.lang_score,
-            "source": batch.source,
-            "source_line": batch.source_line,
-            "sentence_offsets": batch.sentence_offsets,
-            "word_offsets": word_offsets,
-            "n_chars": [len(t) for t in batch.text],
-            "sha1": batch.sha1,
-        },
-        schema=CORPUS_SCHEMA,
-    )
+def corpus_table(staged: pa.Table, word_offsets: pa.Array) -> pa.Table:
+    """Staged rows plus their segmentation (stage 5) in the published schema: Arrow in, Arrow out."""
+    columns = {name: staged.column(name) for name in staged.column_names}
+    columns["word_offsets"] = word_offsets
+    columns["n_chars"] = pc.utf8_length(staged.column("text")).cast(pa.int32())
+    return pa.Table.from_arrays([columns[f.name] for f in CORPUS_SCHEMA], schema=CORPUS_SCHEMA)
 
 
 def staged_schema(num_perm: int) -> pa.Schema:
-    """Fingerprinted documents before dedup and segmentation (typed, so an empty chunk stages too)."""
-    return pa.schema(
-        [
-            ("doc_id", pa.string()),
-            ("text", pa.string()),
-            ("lang", pa.string()),
-            ("lang_score", pa.float32()),
-            ("source", pa.string()),
-            ("source_line", pa.int64()),
-            ("sentence_offsets", OFFSETS),
-            ("sha1", pa.string()),
-            ("signature", pa.list_(pa.uint32(), num_perm)),
-        ]
-    )
+    """Fingerprinted documents before dedup and segmentation: the corpus schema without the columns
+    that segmentation adds, plus the MinHash signature (typed, so an empty chunk stages too)."""
+    kept = [f for f in CORPUS_SCHEMA if f.name not in ("word_offsets", "n_chars")]
+    return pa.schema([*kept, ("signature", pa.list_(pa.uint32(), num_perm))])
 
 
 def staged_table(batch: DocBatch, num_perm: int) -> pa.Table:
@@ -233,24 +213,6 @@ def staged_table(batch: DocBatch, num_perm: int) -> pa.Table:
     arrays = [pa.array(columns[f.name], f.type) for f in schema if f.name != "signature"]
     arrays.append(pa.FixedSizeListArray.from_arrays(flat, num_perm))
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def batch_from_staged(table: pa.Table) -> DocBatch:
-    """Inverse of `staged_table`."""
-    cols = table.to_pydict()
-    width = table.schema.field("signature").type.list_size
-    signature = table.column("signature").combine_chunks().values.to_numpy(zero_copy_only=False)
-    return DocBatch(
-        doc_id=cols["doc_id"],
-        text=cols["text"],
-        source=cols["source"],
-        source_line=cols["source_line"],
-        lang=cols["lang"],
-        lang_score=cols["lang_score"],
-        sentence_offsets=cols["sentence_offsets"],
-        sha1=cols["sha1"],
-        signature=signature.reshape(-1, width).astype(np.uint32),
-    )
 
 
 def quarantine_table(bad: Sequence[BadRecord]) -> pa.Table:
@@ -290,9 +252,8 @@ class ShardPacker:
     def add(self, table: pa.Table) -> list[tuple[str, pa.Table]]:
         """Add rows; returns (key, shard) pairs that reached the target size."""
         ready = []
-        langs = table.column("lang").to_pylist()
-        for lang in sorted(set(langs)):
-            part = table.filter(pa.array([x == lang for x in langs]))
+        for lang in sorted(pc.unique(table.column("lang")).to_pylist()):
+            part = table.filter(pc.equal(table.column("lang"), lang))
             self._pending.setdefault(lang, []).append(part)
             self._sizes[lang] += part.nbytes
             if self._sizes[lang] >= self.target_bytes:

@@ -350,8 +350,8 @@ class Segmenter:
             self._pool.shutdown()
             self._pool = None
 
-    def executor(self) -> Executor:
-        """The worker pool (started on first use); ingestion also runs MinHash in it."""
+    def _executor(self) -> Executor:
+        """The worker pool, started on first use."""
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -364,7 +364,7 @@ class Segmenter:
             return [_segment_packed(texts, langs)]
         bounds = _chunks(texts, self.chunk_chars)
         chunks = [texts[a:b] for a, b in bounds], [langs[a:b] for a, b in bounds]
-        return list(self.executor().map(_segment_packed, *chunks))
+        return list(self._executor().map(_segment_packed, *chunks))
 
     def __call__(self, texts: Sequence[str], langs: Sequence[str]) -> list[Spans]:
         """Spans per text, as `segment_words` gives them."""
