@@ -135,7 +135,7 @@ def _print_ingest_summary(result) -> None:
         console.print(drops)
     state = "created" if result.created else "already complete: nothing written"
     console.print(f"version: {result.version} ({state})")
-    console.print(f"manifest: {result.manifest_uri}")
+    console.print(f"manifest: {result.manifest_uri}", soft_wrap=True, highlight=False)
     if result.mlflow_run_id:
         console.print(f"mlflow run: {result.mlflow_run_id} (experiment 'ingest')", soft_wrap=True)
 
