@@ -246,6 +246,17 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete the keys, then the folders they leave empty: on disk as on S3, nothing stays behind."""
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        folders = {self._path(k).parent for k in keys}
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            while folder != self._dir and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), os.path.abspath(self._dir)
 
