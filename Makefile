@@ -27,9 +27,11 @@ test-slow: $(STAMP)  # pytest exits 5 when nothing is marked slow yet
 	$(PY) -m pytest -q -m slow || test $$? -eq 5
 
 bench: $(STAMP)  # CPU benchmarks; benchmarks/pretrain_gpu.py needs a GPU machine
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,bench]"
 	$(PY) benchmarks/ingest.py --shared-data $(SHARED)
 	$(PY) benchmarks/collators.py --shared-data $(SHARED)
 	$(PY) benchmarks/cino_fast_mlm.py
+	$(PY) benchmarks/pretrain_cpu.py --shared-data $(SHARED)
 
 clean:
 	rm -rf .plmops
