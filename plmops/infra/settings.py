@@ -14,9 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from plmops.platform.configfile import ConfigError, describe_errors, read_yaml_mapping
 
 SETTINGS_FILE_ENV = "PLMOPS_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path("plmops.yaml")
@@ -40,12 +41,9 @@ class _YamlSource(PydanticBaseSettingsSource):
         if self.path is None:
             return {}
         try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{self.path}: invalid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise SettingsError(f"{self.path}: expected a mapping of setting names to values")
-        return data
+            return read_yaml_mapping(self.path, "settings")
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from exc
 
 
 def _settings_file() -> Path | None:
@@ -138,8 +136,7 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid plmops settings: {problems}") from exc
+        raise SettingsError(f"invalid plmops settings: {describe_errors(exc)}") from exc
 
 
 def apply_environment(settings: Settings) -> None:

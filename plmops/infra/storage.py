@@ -144,11 +144,16 @@ class Storage(abc.ABC):
         text = json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
         self.write_bytes(key, text.encode("utf-8"))
 
-    def write_parquet(self, key: str, table: pa.Table, compression: str = "zstd") -> None:
-        """Serialised in memory first so the object appears whole (S3 has no atomic rename)."""
+    def write_parquet(self, key: str, table: pa.Table, compression: str = "zstd") -> bytes:
+        """Serialised in memory first so the object appears whole (S3 has no atomic rename).
+
+        Returns the bytes written, so a caller can checksum them without reading the object back.
+        """
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression=compression)
-        self.write_bytes(key, sink.getvalue().to_pybytes())
+        data = sink.getvalue().to_pybytes()
+        self.write_bytes(key, data)
+        return data
 
     def read_parquet(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole object is fetched in one retried GET; only `columns` are decoded."""

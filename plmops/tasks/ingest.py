@@ -224,10 +224,7 @@ def segment(staged: pa.Table, segmenter: Segmenter) -> pa.Table:
 @task(cache_policy=NONE)
 def write_shard(plan: VersionPlan, relative: str, table: pa.Table) -> dict:
     """Write one output shard; returns its manifest entry (rows, bytes, sha256)."""
-    store = open_storage(plan.root_uri)
-    key = plan.key(relative)
-    store.write_parquet(key, table)
-    data = store.read_bytes(key)
+    data = open_storage(plan.root_uri).write_parquet(plan.key(relative), table)
     return {
         "path": relative,
         "lang": relative.split("lang=")[1].split("/")[0],

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from plmops.platform.configfile import ConfigError, describe_errors, read_yaml_mapping
 from plmops.platform.text.readers import FORMATS
 
 # Fields that change how fast a version is built but never its content: left out of the version id.
 EXECUTION_FIELDS = frozenset({"workers", "chunk_records"})
-
-
-class ConfigError(ValueError):
-    """A configuration file or value is invalid; the message names the file and the field."""
 
 
 class IngestConfig(BaseModel):
@@ -61,13 +57,7 @@ class IngestConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: object) -> IngestConfig:
         """Load a YAML file; errors name the file and each offending field with the allowed values."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of field names to values")
+        data = read_yaml_mapping(path)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.validated(data, origin=str(path))
 
@@ -76,5 +66,4 @@ class IngestConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{origin}: {problems}") from exc
+            raise ConfigError(f"{origin}: {describe_errors(exc)}") from exc

@@ -35,7 +35,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from plmops.platform.models.configuration_plmops import PlmopsConfig
 from plmops.platform.pretraining.batching import BatchConfig
-from plmops.platform.text.config import ConfigError
+from plmops.platform.configfile import ConfigError, read_yaml_mapping
 from plmops.platform.training.data import StreamConfig
 from plmops.platform.training.trainer import TrainConfig
 
@@ -284,12 +284,7 @@ class PretrainRecipe:
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> PretrainRecipe:
     """Read a recipe and apply `key.path=value` overrides (values read as YAML: 3, 1e-4, false, [a, b])."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of section names to sections")
+    data = read_yaml_mapping(path, "recipe")
     for item in overrides:
         _apply_override(data, item)
     _check_keys(data, PretrainRecipe, (), str(path))  # after the overrides: a --set value may be a mapping
