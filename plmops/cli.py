@@ -92,6 +92,74 @@ def ingest(
 
 
 @app.command()
+def pretrain(
+    config: Annotated[Path, typer.Option("--config", help="pretraining recipe (see configs/pretrain/)")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe field: key.path=value (repeatable)")] = None,
+    processes: Annotated[Optional[int], typer.Option(help="local training processes via torchrun (default: one per GPU)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the Kubernetes manifests (work-pool Job, TrainJob) and exit")] = False,
+) -> None:
+    """Pretrain an encoder on a corpus version: train (resumable), evaluate, save, log to MLflow, register.
+
+    Running the same recipe again on the same corpus version continues from its last checkpoint.
+    Exit code 0 when finished; 143 when stopped by SIGTERM after a checkpoint (run again to resume);
+    2 for an invalid recipe.
+    """
+    _prepare()
+    from plmops.platform.configfile import ConfigError
+
+    overrides = list(set_ or [])
+    try:
+        if dry_run:
+            from plmops.flows.pretrain import dry_run as render
+
+            typer.echo(render(str(config), overrides), nl=False)
+            return
+        result = _pretrain(str(config), overrides, processes)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (FileNotFoundError, NotImplementedError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    if result is None:  # a torchrun worker other than rank 0
+        return
+    if result.preempted:
+        err_console.print(f"preempted at step {result.step}: checkpoint saved; run the same command to resume")
+        raise typer.Exit(143)
+    _print_pretrain_summary(result)
+
+
+def _pretrain(config: str, overrides: list[str], processes: int | None):
+    """Under torchrun every worker trains (rank 0 reports); otherwise the Prefect flow runs."""
+    if "WORLD_SIZE" in os.environ:
+        from plmops.flows.pretrain import run_pretraining
+        from plmops.platform.training import load_recipe
+
+        result = run_pretraining(load_recipe(config, overrides), show_progress=console.is_terminal)
+        return result if os.environ.get("RANK", "0") == "0" else None
+    from plmops.flows.pretrain import pretrain_flow
+
+    return pretrain_flow(config, overrides, processes=processes, show_progress=console.is_terminal)
+
+
+def _print_pretrain_summary(result) -> None:
+    table = Table(title=f"pretrain run {result.run}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [("corpus", result.corpus), ("steps", f"{result.step:,}"), ("tokens", f"{result.tokens:,}")]
+    if result.first_loss is not None:
+        rows.append(("training loss", f"{result.first_loss:.3f} → {result.last_loss:.3f}"))
+    rows += [(f"held-out {k}", f"{v:.4f}" if isinstance(v, float) else f"{v:,}") for k, v in result.eval.items()]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for label, value in (("model", result.model_uri), ("registered", result.registered),
+                         ("mlflow run", result.mlflow_run_id)):
+        if value:
+            console.print(f"{label + ':':<12}{value}", soft_wrap=True, highlight=False)
+
+
+@app.command()
 def demo(
     shared_data: Annotated[Path, typer.Option(help="folder of the shared benchmark data")] = Path("../shared/data"),
 ) -> None:

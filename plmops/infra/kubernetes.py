@@ -120,6 +120,7 @@ class PretrainJob(BaseModel):
 
     name: str = Field(pattern=_DNS_LABEL, description="RFC 1035 label: TrainJob names must be one.")
     config: str = Field(min_length=1, description="Path or URI of the pretrain config, as seen in the pod.")
+    overrides: list[str] = Field(default_factory=list, description="`--set key=value` overrides of the config.")
     node: GpuJobVariables = Field(default_factory=lambda: GpuJobVariables(gpus=8))
     num_nodes: int = Field(default=1, ge=1)
     namespace: str = Field(default="default", pattern=_NAMESPACE)
@@ -129,7 +130,8 @@ class PretrainJob(BaseModel):
 
     def command(self) -> list[str]:
         """torchrun takes nnodes, node rank and rendezvous from the runtime's PET_* variables."""
-        return ["torchrun", "--no-python", "plmops", "pretrain", "--config", self.config]
+        sets = [arg for item in self.overrides for arg in ("--set", item)]
+        return ["torchrun", "--no-python", "plmops", "pretrain", "--config", self.config, *sets]
 
     def labels(self) -> dict[str, str]:
         return {KUEUE_QUEUE_LABEL: self.queue} if self.queue else {}

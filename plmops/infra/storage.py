@@ -155,6 +155,31 @@ class Storage(abc.ABC):
         self.write_bytes(key, data)
         return data
 
+    def put_folder(self, prefix: str, folder: str | Path, marker: str | None = None) -> list[str]:
+        """Upload every file under a local folder to `prefix/`; `marker` (a file name in it) goes last,
+        so a reader that waits for the marker never sees a half-copied folder. Returns the keys written."""
+        root = Path(folder)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.relative_to(root).as_posix() == marker)  # stable: the marker last
+        keys = []
+        for path in files:
+            key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+            self.write_bytes(key, path.read_bytes())
+            keys.append(key)
+        return keys
+
+    def get_folder(self, prefix: str, folder: str | Path) -> Path:
+        """Download every key under `prefix/` into a local folder (created); the folder's path."""
+        root, prefix = Path(folder), prefix.rstrip("/") + "/"
+        keys = self.list(prefix)
+        if not keys:
+            raise FileNotFoundError(f"{self.uri_for(prefix)}: nothing stored under this prefix")
+        for key in keys:
+            target = root / key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.read_bytes(key))
+        return root
+
     def read_parquet(self, key: str, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole object is fetched in one retried GET; only `columns` are decoded."""
         return pq.read_table(pa.py_buffer(self.read_bytes(key)), columns=list(columns) if columns else None)

@@ -34,9 +34,20 @@ def _experiment_id(name: str, settings: Settings) -> str:
 
 
 @contextmanager
-def tracked_run(experiment: str, run_name: str, settings: Settings, tags: Mapping[str, str] | None = None) -> Iterator[str]:
-    """Open an MLflow run in `experiment`; yields the run id. A failure marks the run FAILED."""
+def tracked_run(
+    experiment: str,
+    run_name: str,
+    settings: Settings,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """Open an MLflow run in `experiment` (or reopen `run_id`: a resumed job continues its own run);
+    yields the run id. A failure marks the run FAILED."""
     mlflow.set_tracking_uri(settings.effective_mlflow_uri)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run.info.run_id
+        return
     experiment_id = _experiment_id(experiment, settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})) as run:
         yield run.info.run_id
@@ -74,3 +85,55 @@ def log_dataset_input(uri: str, name: str, digest: str, context: str) -> None:
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(uri)
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of a metric over the whole run, resumptions included, in step order."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, _metric_name(key))
+    return sorted((m.step, m.value) for m in history)
+
+
+def log_folder(folder: str | Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+def log_figure(figure: Any, file_name: str) -> None:
+    """A matplotlib figure as a PNG artifact (shown inline in the MLflow UI)."""
+    mlflow.log_figure(figure, file_name)
+
+
+def log_encoder(folder: str | Path, registered_name: str | None, tags: Mapping[str, Any]) -> str | None:
+    """Log a Hugging Face folder as the run's `model` (a pyfunc from code: nothing pickled) and, with a
+    name, register it as a new version of that model with `tags`. Returns the version, or None."""
+    code = Path(__file__).with_name("pyfunc_encoder.py")
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(code),
+        artifacts={"hf": str(folder)},
+        pip_requirements=_requirements(),
+        registered_model_name=registered_name,
+    )
+    version = info.registered_model_version
+    if registered_name is None or version is None:
+        return None
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, str(version), key, str(value))
+    return str(version)
+
+
+def _requirements() -> list[str]:
+    """What loading the pyfunc needs; given explicitly, since inferring them re-imports the model (slow)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "tokenizers", "safetensors", "mlflow")]
+
+
+def model_folder(model_uri: str, destination: str | Path) -> Path:
+    """The Hugging Face folder of a logged or registered encoder (`runs:/…/model`, `models:/name/3`,
+    `models:/name@champion`), downloaded under `destination`."""
+    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/hf",
+                                                   dst_path=str(destination)))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{model_uri}: no Hugging Face folder (config.json) in its 'hf' artifact")
+    return path

@@ -163,6 +163,7 @@ def encode(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> l
         return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,
+        verbose=False,  # long documents are expected: they are cut into windows below
     )
     token_offsets, n_tokens = _flat_pairs(enc["offset_mapping"], "offset_mapping")
     spans, n_words = _flat_pairs([row["word_offsets"] for row in rows], "word_offsets")

@@ -19,10 +19,11 @@ generator state needs saving except the batch maker's torch generator (a tensor)
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,25 @@ class StreamConfig:
                 raise ValueError(f"StreamConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"StreamConfig.epochs must be >= 1 or None, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A held-out slice of a corpus version: each row is in it with probability `fraction`, decided by a
+    hash of (seed, shard path, row), so streams over any subset of the shards (one per language, say)
+    agree on it without storing a list, whatever the batch size, shuffle or number of ranks."""
+
+    fraction: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"Holdout.fraction must lie in (0, 1), got {self.fraction}")
+
+    def mask(self, shard_path: str, num_rows: int) -> np.ndarray:
+        """True for the held-out rows of the shard at `shard_path`."""
+        key = int.from_bytes(hashlib.sha256(shard_path.encode()).digest()[:8], "little")
+        return np.random.default_rng([self.seed, key]).random(num_rows) < self.fraction
 
 
 def _table_rows(table: pa.Table, where: str) -> list[Row]:
@@ -115,6 +135,7 @@ class ShuffledRows:
     at position p of that epoch order belongs to rank p % world_size (every rank reads every shard and
     drops the others' rows, so ranks are disjoint and together cover the epoch). This rank's rows then
     pass through a shuffle buffer of `buffer_size`; the buffer carries across epochs and drains at the end.
+    With a `holdout`, `part="train"` skips its rows and `part="held_out"` reads only them.
     Yields ((shard index, row), row dict).
     """
 
@@ -128,6 +149,8 @@ class ShuffledRows:
         epochs: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        holdout: Holdout | None = None,
+        part: Literal["train", "held_out"] = "train",
     ) -> None:
         if not shards:
             raise ValueError("ShuffledRows needs at least one shard path")
@@ -135,7 +158,11 @@ class ShuffledRows:
             raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         if buffer_size < 1:
             raise ValueError(f"ShuffledRows: buffer_size must be >= 1, got {buffer_size}")
+        if part not in ("train", "held_out") or (part == "held_out" and holdout is None):
+            raise ValueError(f"ShuffledRows: part must be 'train' or 'held_out' (which needs a holdout), got {part!r}")
         self.shards = [_Shard(str(p), filesystem) for p in shards]
+        self.holdout, self.part = holdout, part
+        self._masks: dict[int, np.ndarray] = {}
         self.seed, self.buffer_size, self.epochs = seed, buffer_size, epochs
         self.rank, self.world_size = rank, world_size
         self._sizes = np.array([s.num_rows for s in self.shards], dtype=np.int64)
@@ -159,20 +186,36 @@ class ShuffledRows:
         """This rank's rows from the cursor on; the cursor passes a row before it is handed out."""
         while self.epochs is None or self._epoch < self.epochs:
             order = self.order(self._epoch)
+            yielded = self._row > 0 or self._shard > 0  # resumed mid-epoch: rows were found before
             while self._shard < len(order):
                 index = int(order[self._shard])
                 shard, start = self.shards[index], self._row
                 epoch_offset = int(self._sizes[order[: self._shard]].sum())
                 for first, table in shard.read(shard.groups_from(start)):
                     rows = np.arange(max(start, first), first + table.num_rows)
-                    mine = rows[(epoch_offset + rows) % self.world_size == self.rank]
+                    mine = self._kept(index, rows[(epoch_offset + rows) % self.world_size == self.rank])
                     where = f"shard {shard.path} rows {first}..{first + table.num_rows}"
                     picked = _table_rows(table.take(pa.array(mine - first)), where)
                     for row, data in zip(mine.tolist(), picked):
                         self._row = row + 1
+                        yielded = True
                         yield (index, row), data
                 self._shard, self._row = self._shard + 1, 0
+            if not yielded:
+                raise ValueError(
+                    f"ShuffledRows: no {self.part} rows for rank {self.rank} of {self.world_size} in "
+                    f"{len(self.shards)} shard(s) starting {self.shards[0].path}: too few rows to split"
+                )
             self._epoch, self._shard = self._epoch + 1, 0
+
+    def _kept(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        """The rows of this part: all without a holdout, else those the holdout's mask puts on this side."""
+        if self.holdout is None:
+            return rows
+        if shard not in self._masks:
+            self._masks[shard] = self.holdout.mask(self.shards[shard].path, self.shards[shard].num_rows)
+        held = self._masks[shard][rows]
+        return rows[held if self.part == "held_out" else ~held]
 
     def __iter__(self) -> Iterator[tuple[Ref, Row]]:
         for item in self._incoming():
@@ -200,7 +243,11 @@ class ShuffledRows:
             "rank": self.rank,
             "world_size": self.world_size,
             "num_shards": len(self.shards),
+            "holdout": self._holdout_key(),
         }
+
+    def _holdout_key(self) -> str:
+        return "none" if self.holdout is None else f"{self.part}:{self.holdout.fraction!r}:{self.holdout.seed}"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a position; the buffered rows are read back from their shards by reference."""
@@ -209,8 +256,9 @@ class ShuffledRows:
             "rank": self.rank,
             "world_size": self.world_size,
             "num_shards": len(self.shards),
+            "holdout": self._holdout_key(),
         }
-        differ = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        differ = {k: (state.get(k, "none"), v) for k, v in mine.items() if state.get(k, "none") != v}
         if differ:
             raise ValueError(
                 f"ShuffledRows.load_state_dict: state from another stream, (saved, here): {differ}"
@@ -290,6 +338,8 @@ class MixedRows:
         return {"draws": self._draws, "streams": {lang: s.state_dict() for lang, s in self.streams.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "streams" not in state:
+            raise ValueError(f"MixedRows.load_state_dict: state from another kind of stream (keys {sorted(state)})")
         if set(state["streams"]) != set(self.streams):
             raise ValueError(
                 f"MixedRows.load_state_dict: saved languages {sorted(state['streams'])}, here {self._langs}"
@@ -341,8 +391,11 @@ class TrainingStream:
         rank: int = 0,
         world_size: int = 1,
         similar: SimilarTokens | None = None,
+        holdout: Holdout | None = None,
+        part: Literal["train", "held_out"] = "train",
     ) -> TrainingStream:
-        """The stream over one corpus version's shards (any languages, in proportion)."""
+        """The stream over one corpus version's shards (any languages, in proportion); with a
+        `holdout`, over its training part or (`part="held_out"`) the held-out slice."""
         rows = ShuffledRows(
             shards,
             filesystem,
@@ -351,6 +404,8 @@ class TrainingStream:
             epochs=config.epochs,
             rank=rank,
             world_size=world_size,
+            holdout=holdout,
+            part=part,
         )
         return cls(
             rows,

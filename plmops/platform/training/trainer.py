@@ -118,6 +118,7 @@ class TrainResult:
     step: int  # last completed step
     preempted: bool  # stopped early by SIGTERM, after writing a checkpoint
     checkpoint: str | None  # folder of the last checkpoint written (or resumed from)
+    tokens: int = 0  # real (non-padding) tokens trained on so far, over all ranks and resumptions
 
 
 def init_distributed() -> tuple[int, int]:
@@ -212,13 +213,14 @@ class Trainer:
         if resume not in (None, "auto"):
             raise ValueError(f"Trainer.fit: resume must be None or 'auto', got {resume!r}")
         _seed_everything(self.config.seed + self.rank)  # ranks draw different dropout masks
-        step, checkpoint = 0, None
+        step, checkpoint, seen = 0, None, 0
         if resume == "auto" and self.checkpointer is not None and (checkpoint := self.checkpointer.latest()):
-            step = self._restore(checkpoint)
+            step, seen = self._restore(checkpoint)
         forward = self._wrapped()
         forward.train()
         batches = iter(self.data)
-        window = _Window()
+        window = _Window(seen)
+        preempted = False
         with _sigterm_sets(self.stop):
             while step < self.config.steps:
                 lr = self.scheduler.get_last_lr()[0]
@@ -228,10 +230,10 @@ class Trainer:
                     self._report(step, loss, grad_norm, lr, window)
                 preempted = self._any_rank(self.stop.is_set())
                 if preempted or step % self.config.checkpoint_every == 0 or step == self.config.steps:
-                    checkpoint = self._save(step) or checkpoint
+                    checkpoint = self._save(step, window) or checkpoint
                 if preempted:
-                    return TrainResult(step, preempted=True, checkpoint=checkpoint)
-        return TrainResult(step, preempted=False, checkpoint=checkpoint)
+                    break
+        return TrainResult(step, preempted, checkpoint, tokens=self._global_tokens(window))
 
     def _wrapped(self) -> nn.Module:
         forward: nn.Module = self.model
@@ -284,16 +286,17 @@ class Trainer:
         self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, window: _Window
     ) -> None:
         """Metrics averaged over ranks; tokens and FLOPs summed over ranks and the steps since the last report."""
-        stats = torch.stack([loss.double(), grad_norm.double(), window.tokens, window.flops])
+        stats = torch.stack([loss.double(), grad_norm.double(), window.tokens, window.flops, window.total])
         if self.world > 1:
             dist.all_reduce(stats)
-        loss_sum, norm_sum, tokens, flops = stats.tolist()
+        loss_sum, norm_sum, tokens, flops, total = stats.tolist()
         seconds = window.reset()
         metrics = {
             "loss": loss_sum / self.world,
             "lr": lr,
             "grad_norm": norm_sum / self.world,
             "tokens_per_s": tokens / seconds,
+            "tokens": total,
         }
         if self.peak_flops:
             metrics["mfu"] = flops / seconds / (self.peak_flops * self.world)
@@ -308,10 +311,16 @@ class Trainer:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    def _save(self, step: int) -> str | None:
+    def _global_tokens(self, window: _Window) -> int:
+        total = window.total.clone()
+        if self.world > 1:
+            dist.all_reduce(total)
+        return int(total.item())
+
+    def _save(self, step: int, window: _Window) -> str | None:
         if self.checkpointer is None:
             return None
-        ranks = [{"rng": capture_rng(), "data": self.data.state_dict()}]
+        ranks = [{"rng": capture_rng(), "data": self.data.state_dict(), "tokens": int(window.total.item())}]
         if self.world > 1:
             gathered: list[Any] = [None] * self.world
             dist.all_gather_object(gathered, ranks[0])
@@ -325,7 +334,8 @@ class Trainer:
             dist.barrier()  # no rank runs ahead (or exits on preemption) before the checkpoint is whole
         return folder or Checkpointer.folder(step)
 
-    def _restore(self, folder: str) -> int:
+    def _restore(self, folder: str) -> tuple[int, int]:
+        """Load a checkpoint in place; (step, this rank's tokens seen) to continue from."""
         restored = self.checkpointer.load(folder, self.model, self.optimizer, self.scheduler)
         if len(restored.ranks) != self.world:
             raise ValueError(
@@ -335,23 +345,27 @@ class Trainer:
         own = restored.ranks[self.rank]
         restore_rng(own["rng"])
         self.data.load_state_dict(own["data"])
-        return restored.step
+        return restored.step, int(own.get("tokens", 0))
 
 
 class _Window:
-    """Real tokens and model FLOPs since the last report, kept on the device to avoid host syncs."""
+    """Real tokens and model FLOPs since the last report, and this rank's tokens since the run began,
+    kept on the device to avoid host syncs."""
 
-    def __init__(self) -> None:
+    def __init__(self, seen: int = 0) -> None:
         self.tokens = torch.zeros((), dtype=torch.float64)
         self.flops = torch.zeros((), dtype=torch.float64)
+        self.total = torch.tensor(float(seen), dtype=torch.float64)
         self.start = time.perf_counter()
 
     def add(self, batch: Mapping[str, Any], flops_per_token: int) -> None:
         tokens = real_tokens(batch).to(torch.float64)
         if self.tokens.device != tokens.device:
             self.tokens, self.flops = self.tokens.to(tokens.device), self.flops.to(tokens.device)
+            self.total = self.total.to(tokens.device)
         self.tokens += tokens
         self.flops += tokens * flops_per_token
+        self.total += tokens
 
     def reset(self) -> float:
         now = time.perf_counter()
