@@ -149,7 +149,8 @@ def _print_pretrain_summary(result) -> None:
     rows = [("corpus", result.corpus), ("steps", f"{result.step:,}"), ("tokens", f"{result.tokens:,}")]
     if result.first_loss is not None:
         rows.append(("training loss", f"{result.first_loss:.3f} → {result.last_loss:.3f}"))
-    rows += [(f"held-out {k}", f"{v:.4f}" if isinstance(v, float) else f"{v:,}") for k, v in result.eval.items()]
+    rows += [(f"held-out {k}", f"{v:,.0f}" if k.endswith("_predictions") else f"{v:.4f}")
+             for k, v in result.eval.items()]
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -173,10 +174,12 @@ def demo(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     _print_ingest_summary(outputs["corpus"])
+    _print_pretrain_summary(outputs["encoder"])
     settings = get_settings()
     console.print("\n[b]where the outputs are[/b]")
     for label, where in (
         ("corpus data", outputs["corpus"].manifest["uri"]),
+        ("encoder", outputs["encoder"].model_uri),
         ("mlflow runs", f"mlflow ui --backend-store-uri {settings.effective_mlflow_uri}"),
         ("prefect runs", f"PREFECT_HOME={settings.prefect_home} prefect flow-run ls"),
     ):

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prefect import flow
+from prefect.events import emit_event
 from prefect.utilities.annotations import quote
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -94,7 +95,20 @@ def ingest_flow(
         manifest["mlflow_run_id"] = run_id
         manifest_uri = t.publish_manifest(plan, manifest)
         _log_run(plan, manifest, seconds, time.perf_counter() - started)
+    _announce(plan, manifest)
     return IngestResult(name, plan.version, manifest_uri, created=True, manifest=manifest)
+
+
+CORPUS_CREATED = "plmops.corpus.version.created"
+
+
+def _announce(plan: t.VersionPlan, manifest: dict) -> None:
+    """A Prefect event per new version: deployment triggers (prefect.yaml) start pretraining on it."""
+    emit_event(
+        event=CORPUS_CREATED,
+        resource={"prefect.resource.id": f"plmops.corpus.{plan.name}", "prefect.resource.name": plan.name},
+        payload={"name": plan.name, "version": plan.version, "uri": plan.uri, "documents": manifest["documents"]},
+    )
 
 
 @contextmanager

@@ -11,6 +11,10 @@ from pathlib import Path
 from prefect import flow
 
 from plmops.flows.ingest import IngestResult, ingest_flow
+from plmops.flows.pretrain import PretrainResult, pretrain_flow
+
+# The demo's pretraining recipe: a 2 x 128 encoder on the demo corpus, minutes on 2 CPU cores.
+DEMO_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "tiny-wwm.yaml"
 
 # Real public data shipped in ../shared/data: Chinese Wikipedia paragraphs and news titles, and
 # sentences in Uyghur, Kazakh, Cantonese, Tibetan and Mongolian (see each folder's README).
@@ -33,6 +37,8 @@ def demo_sources(shared_data: str | Path) -> list[str]:
 
 @flow(name="pipeline")
 def pipeline_flow(shared_data: str, corpus_name: str = "demo", show_progress: bool = False) -> dict:
-    """Ingest the shared corpus (later stages join here as they are built)."""
+    """Ingest the shared corpus, then pretrain the tiny encoder on that version (later stages join here)."""
     corpus: IngestResult = ingest_flow(demo_sources(shared_data), corpus_name, show_progress=show_progress)
-    return {"corpus": corpus}
+    pins = [f"corpus.name={corpus.name}", f"corpus.version={corpus.version}"]
+    encoder: PretrainResult = pretrain_flow(str(DEMO_RECIPE), pins, show_progress=show_progress)
+    return {"corpus": corpus, "encoder": encoder}

@@ -17,12 +17,13 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import torch
 from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import TypeAdapter
@@ -31,12 +32,20 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from plmops.infra.settings import get_settings
 from plmops.infra.storage import Storage, open_storage
 from plmops.platform.pretraining import similar_words
+from plmops.platform.pretraining.cino import LanguageStats, corpus_vocab, sampling_probs
 from plmops.platform.pretraining.macbert import SimilarTokens
 from plmops.platform.pretraining.masking import VocabInfo
-from plmops.platform.pretraining.cino import LanguageStats, sampling_probs
-from plmops.platform.training.data import Holdout, MixedRows, ShuffledRows, StreamConfig, TrainingStream
-from plmops.platform.training.recipe import PretrainRecipe
 from plmops.platform.tokenization import train_wordpiece
+from plmops.platform.training.data import (
+    Holdout,
+    LanguageBatches,
+    MixedRows,
+    ShuffledRows,
+    StreamConfig,
+    TrainingStream,
+    part_texts,
+)
+from plmops.platform.training.recipe import PretrainRecipe
 
 MANIFEST = "manifest.json"
 TOKENIZER_MARKER = "tokenizer_config.json"  # written last: its presence means the folder is whole
@@ -207,45 +216,80 @@ def language_mix(recipe: PretrainRecipe, corpus: CorpusVersion) -> dict[str, flo
     return sampling_probs(stats, alpha=alpha)
 
 
+def _shards_by_language(corpus: CorpusVersion, paths: list[str]) -> dict[str, list[str]]:
+    by_language: dict[str, list[str]] = {}
+    for shard, path in zip(corpus.manifest["shards"], paths):
+        by_language.setdefault(shard["lang"], []).append(path)
+    return by_language
+
+
+def vocab_subsets(
+    recipe: PretrainRecipe,
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: CorpusVersion,
+    shards: dict[str, list[str]],
+    filesystem: pafs.FileSystem,
+    split: Holdout,
+) -> dict[str, torch.Tensor]:
+    """Each language's fast-MLM vocabulary: the ids its training rows use, plus the special ids.
+
+    Counted once per run (a pass over the language's shards with the tokenizer) and kept in the run's
+    storage under the tokenizer's digest, so a resumed run, or another rank, reads it back instead.
+    """
+    store = run_storage(run_name(recipe, corpus))
+    key = f"vocab_subsets/{_digest(tokenizer.get_vocab())}.json"
+    cached = store.read_json(key) if store.exists(key) else {}
+    if set(shards) <= set(cached):
+        return {lang: torch.tensor(cached[lang], dtype=torch.long) for lang in shards}
+    subsets = {
+        lang: corpus_vocab(part_texts(paths, filesystem, holdout=split, part="train"), tokenizer)
+        for lang, paths in shards.items()
+    }
+    store.put_if_absent(key, json.dumps({lang: ids.tolist() for lang, ids in subsets.items()}).encode())
+    return subsets
+
+
 def streams(
     recipe: PretrainRecipe,
     tokenizer: PreTrainedTokenizerBase,
     corpus: CorpusVersion,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[TrainingStream, TrainingStream]:
-    """(training stream of this rank: languages mixed by `language_mix`; held-out stream: one
-    pass over the held-out rows of every shard). The holdout splits both the same way."""
-    unsupported = [name for name, on in (("sop", recipe.uses_sop), ("fast_mlm", recipe.masking == "fast_mlm")) if on]
-    if unsupported:
-        raise NotImplementedError(
-            f"objective {'+'.join(unsupported)}: the corpus stream does not build "
-            f"{'sentence-order pairs' if 'sop' in unsupported else 'per-language vocabulary subsets'} yet; "
-            f"the library objectives exist (plmops.platform.pretraining) but `plmops pretrain` cannot feed them"
-        )
+) -> tuple[TrainingStream | LanguageBatches, TrainingStream]:
+    """(training stream of this rank, held-out stream: one pass over the held-out rows of the languages
+    trained on). The holdout splits both the same way.
+
+    Training rows come from one `ShuffledRows` per language of `language_mix`. With `sop` in the
+    objective the rows become sentence-order pairs (`BatchConfig.sop`). For `fast_mlm` every batch is
+    one language's, drawn with the mix's probabilities, and carries that language's `vocab_subset`
+    (`LanguageBatches`); its held-out batches score the full vocabulary, so eval/mlm_* stays comparable
+    with other objectives and a held-out id the training rows never use cannot break it.
+    """
     filesystem, paths = corpus_filesystem(corpus)
-    by_language = {}
-    for shard, path in zip(corpus.manifest["shards"], paths):
-        by_language.setdefault(shard["lang"], []).append(path)
+    by_language = _shards_by_language(corpus, paths)
     split, d = holdout(recipe, corpus), recipe.data
     similar = similar_tokens(recipe, tokenizer, corpus)
     probs = language_mix(recipe, corpus)
-    mixed = MixedRows(
-        {
-            lang: ShuffledRows(by_language[lang], filesystem, seed=d.seed, buffer_size=d.shuffle_buffer,
-                               epochs=d.epochs, rank=rank, world_size=world_size, holdout=split)
-            for lang in probs
-        },
-        probs,
-        seed=d.seed,
-    )
-    batch_config = recipe.batch_config()
-    train = TrainingStream(mixed, tokenizer, batch_config, batch_size=d.batch_size, chunk_rows=d.chunk_rows,
-                           similar=similar)
-    held_config = StreamConfig(batch_size=d.batch_size, shuffle_buffer=1, chunk_rows=d.chunk_rows, epochs=1, seed=d.seed)
+    batch_config = replace(recipe.batch_config(), sop=recipe.uses_sop)
+    rows = {
+        lang: ShuffledRows(by_language[lang], filesystem, seed=d.seed, buffer_size=d.shuffle_buffer,
+                           epochs=d.epochs, rank=rank, world_size=world_size, holdout=split)
+        for lang in probs
+    }
+    train: TrainingStream | LanguageBatches
+    if recipe.masking == "fast_mlm":
+        subsets = vocab_subsets(recipe, tokenizer, corpus, {lang: by_language[lang] for lang in probs},
+                                filesystem, split)
+        train = LanguageBatches.from_rows(rows, probs, subsets, tokenizer, batch_config,
+                                          batch_size=d.batch_size, chunk_rows=d.chunk_rows, seed=d.seed)
+    else:
+        train = TrainingStream(MixedRows(rows, probs, seed=d.seed), tokenizer, batch_config,
+                               batch_size=d.batch_size, chunk_rows=d.chunk_rows, similar=similar)
+    held_config = StreamConfig(batch_size=d.batch_size, shuffle_buffer=1, chunk_rows=d.chunk_rows, epochs=1,
+                               seed=d.seed)
     held_out = TrainingStream.from_shards(
-        paths, tokenizer, batch_config, held_config, filesystem=filesystem,
-        similar=similar, holdout=split, part="held_out",
+        [path for lang in probs for path in by_language[lang]], tokenizer, batch_config, held_config,
+        filesystem=filesystem, similar=similar, holdout=split, part="held_out",
     )
     return train, held_out
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -41,6 +42,8 @@ def test_prefect_yaml_declares_a_daily_ingest():
 def test_deploy_trigger_and_run_with_new_sources(prefect_server, tmp_path):
     env = _env(prefect_server, tmp_path / "home")
     _run([*PREFECT, "work-pool", "create", "plmops-process", "--type", "process"], env)
+    _run([*PREFECT, "work-pool", "create", "plmops-gpu", "--type", "kubernetes",
+          "--base-job-template", "helm/prefect-work-pool/base-job-template.json"], env)
     _run([*PREFECT, "--no-prompt", "deploy", "--all"], env)
 
     from prefect import get_client
@@ -69,3 +72,40 @@ def test_deploy_trigger_and_run_with_new_sources(prefect_server, tmp_path):
     assert asyncio.run(final_state()).is_completed()
     manifests = list((tmp_path / "home" / "store" / "corpora" / "on-demand").glob("*/manifest.json"))
     assert len(manifests) == 1
+
+
+def test_a_new_corpus_version_triggers_pretraining_on_it(prefect_server, tmp_path):
+    """The ingest flow's event fires the pretrain-local trigger, which pins the new version."""
+    env = _env(prefect_server, tmp_path / "home")
+    _run([*PREFECT, "work-pool", "create", "plmops-process", "--type", "process", "--overwrite"], env)
+    _run([*PREFECT, "work-pool", "create", "plmops-gpu", "--type", "kubernetes", "--overwrite",
+          "--base-job-template", "helm/prefect-work-pool/base-job-template.json"], env)
+    _run([*PREFECT, "--no-prompt", "deploy", "--name", "pretrain-local", "--name", "pretrain-gpu"], env)
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from plmops.flows.ingest import ingest_flow
+
+    async def gpu_pool_variables() -> dict:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("pretrain/pretrain-gpu")
+            return deployment.job_variables
+
+    assert asyncio.run(gpu_pool_variables())["gpus"] == 8
+
+    source = tmp_path / "demo.txt"
+    source.write_text("触发预训练的新语料版本。\n第二条不同的中文句子。\n", encoding="utf-8")
+    result = ingest_flow([str(source)], "demo", output=str(tmp_path / "corpora"))
+
+    async def triggered_runs() -> list:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pretrain-local"]))
+            )
+
+    deadline = time.monotonic() + 90
+    while not (runs := asyncio.run(triggered_runs())) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert runs, "no pretrain-local flow run was triggered by the new corpus version"
+    assert runs[0].parameters["overrides"] == [f"corpus.version={result.version}"]

@@ -2,8 +2,13 @@
 
     python -m torch.distributed.run --nproc_per_node 2 tests/platform/ddp_worker.py --steps 4 --out out.json --storage ckpt/
 
-Rank r trains on global batches r, r+2, r+4, ... so that two ranks see, per step, exactly the two
-micro-batches a single process sees with grad_accum=2.
+Rank r trains on global batches r, r+2, r+4, ... so that two ranks see, per step, exactly the micro-batches
+a single process sees with grad_accum = 2 x the ranks' grad_accum.
+
+With `--stop-at K` the worker trains three times in the same process group: straight through without
+checkpoints, then into `--storage` with the stop flag set on rank 0 at step K, then resumed from there to
+the end. It writes both loss curves to `--out`, and rank 0 saves both runs' final whole weights
+(`Trainer.whole_model()`) next to it as `<out>.pt`: {"straight": state dict, "resumed": state dict}.
 """
 
 from __future__ import annotations
@@ -77,25 +82,85 @@ class ListStream:
         self.position = int(state["position"])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--storage", type=Path, required=True)
-    args = parser.parse_args()
+    parser.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
+    parser.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--stop-at", type=int, default=None)
+    return parser.parse_args()
+
+
+class Run:
+    """One trainer on a fresh tiny model and this rank's slice of the batches; losses as rank 0 reports them."""
+
+    def __init__(self, args: argparse.Namespace, rank: int, world: int, storage: Path | None) -> None:
+        self.losses: list[float] = []
+        self.stop_at = None
+        config = TrainConfig(
+            steps=args.steps,
+            lr=1e-3,
+            warmup_steps=1,
+            log_every=1,
+            grad_accum=args.grad_accum,
+            optimizer=args.optimizer,
+            max_grad_norm=args.max_grad_norm,
+            activation_checkpointing=args.activation_checkpointing,
+            parallel=args.parallel,
+        )
+        batches = synthetic_batches(world * args.steps * args.grad_accum)[rank::world]
+        self.trainer = Trainer(
+            tiny_model(),
+            ListStream(batches),
+            config,
+            storage=None if storage is None else open_storage(str(storage)),
+            on_metrics=self.on_metrics,
+        )
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.losses.append(metrics["loss"])
+        if step == self.stop_at:
+            self.trainer.stop.set()  # on rank 0 only: every rank must still stop at this step
+
+
+def main() -> None:
+    args = parse_args()
     rank, world = init_distributed()
-    losses: list[float] = []
-    trainer = Trainer(
-        tiny_model(),
-        ListStream(synthetic_batches(world * args.steps)[rank::world]),
-        TrainConfig(steps=args.steps, lr=1e-3, warmup_steps=1, log_every=1),
-        storage=open_storage(str(args.storage)),
-        on_metrics=lambda step, m: losses.append(m["loss"]),
-    )
-    result = trainer.fit()
+    if args.stop_at is None:
+        run = Run(args, rank, world, args.storage)
+        result = run.trainer.fit()
+        report = {"losses": run.losses, "world": world, "step": result.step}
+    else:
+        report, weights = stop_and_resume(args, rank, world)
+        if rank == 0:
+            torch.save(weights, args.out.with_suffix(".pt"))
     if rank == 0:
-        args.out.write_text(json.dumps({"losses": losses, "world": world, "step": result.step}))
+        args.out.write_text(json.dumps(report))
     torch.distributed.destroy_process_group()
+
+
+def stop_and_resume(args: argparse.Namespace, rank: int, world: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    straight = Run(args, rank, world, None)
+    straight.trainer.fit()
+    stopped = Run(args, rank, world, args.storage)
+    stopped.stop_at = args.stop_at
+    first = stopped.trainer.fit()
+    resumed = Run(args, rank, world, args.storage)
+    second = resumed.trainer.fit(resume="auto")
+    report = {
+        "world": world,
+        "losses": straight.losses,
+        "resumed": stopped.losses + resumed.losses,
+        "stopped": [first.step, first.preempted],
+        "step": second.step,
+    }
+    weights = {"straight": straight.trainer.whole_model(), "resumed": resumed.trainer.whole_model()}
+    return report, {k: None if m is None else m.state_dict() for k, m in weights.items()}
 
 
 if __name__ == "__main__":

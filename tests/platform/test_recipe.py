@@ -99,7 +99,7 @@ def test_named_recipes_carry_their_papers_choices():
 
 def test_tiny_recipe_is_a_small_fast_model():
     recipe = load_recipe(TINY)
-    assert recipe.train.steps <= 500 and recipe.data.max_len <= 128
+    assert recipe.train.steps <= 2000 and recipe.data.max_len <= 128  # minutes on 2 CPU cores
     model = PlmopsForPreTraining(recipe.model_config(recipe.tokenizer.vocab_size))
     assert sum(p.numel() for p in model.parameters()) < 3_000_000
     ids = torch.randint(5, recipe.tokenizer.vocab_size, (2, recipe.data.max_len))

@@ -9,6 +9,11 @@ Three steps, each usable alone:
    examples (short news titles fill the gaps left by Wikipedia paragraphs) and padding mostly vanishes.
 3. `BatchMaker`: rows of examples → padded tensors → one objective → the dict the plmops models take.
 
+Sentence-order prediction (`BatchConfig.sop`) replaces the first two: `encode_pairs` cuts each document
+into windows of max_len - 3 tokens and each window into two consecutive segments (`sop.split_point`),
+rows are not packed (one pair per row), and the maker lays a pair out as `[CLS] A [SEP] B [SEP]`,
+swapped with probability 0.5, before it masks.
+
 Packed rows carry `document_ids` (1..k per row, 0 on padding), which the encoder turns into
 block-diagonal attention and restarting positions. Word ids are offset per document so they are unique
 within a row, and every document starts with [CLS] and ends with [SEP] (word id -1), so the masking
@@ -38,10 +43,13 @@ from plmops.platform.pretraining.masking import (
     wwm,
 )
 from plmops.platform.pretraining.pert import pert
+from plmops.platform.pretraining.sop import Segment, SpecialIds, sop, split_point
+from plmops.platform.text.sentences import split_sentences
 
 Objective = Literal["mlm", "wwm", "ngram", "mac", "pert"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 MASKERS = {"mlm": mlm, "wwm": wwm, "ngram": ngram}
+SOP_MASKINGS = ("mlm", "wwm", "ngram", "mac")  # PERT moves tokens across the [SEP] of a pair
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,18 +150,32 @@ def _windows(word_ids: np.ndarray, capacity: int) -> list[tuple[int, int]]:
     return [*bounds, (start, n)]
 
 
-def encode(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> list[Example]:
-    """Corpus rows (`text`, `word_offsets`, optional `lang`) → examples of at most max_len tokens.
+@dataclass(frozen=True, eq=False)
+class _Document:
+    """One row tokenised: ids, word ids (within the row), each token's character span, the row's words."""
 
-    `tokenizer` is a Hugging Face fast tokenizer (offset mappings are needed) with [CLS] and [SEP].
-    A row with no token at all (only whitespace or characters the tokenizer drops) gives no example.
-    """
-    if max_len < 3:
-        raise ValueError(f"max_len must leave room for [CLS], [SEP] and a token, got {max_len}")
+    text: str
+    input_ids: np.ndarray
+    word_ids: np.ndarray
+    offsets: np.ndarray  # [tokens, 2]
+    spans: np.ndarray  # [words, 2]
+    lang: str | None
+
+    def window(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Tokens a..b: ids, word ids counted from the window's first word (-1 stays), those words."""
+        window = self.word_ids[a:b]
+        known = window[window >= 0]
+        first, last = (int(known[0]), int(known[-1]) + 1) if len(known) else (0, 0)
+        words = tuple(self.text[s:e] for s, e in self.spans[first:last].tolist())
+        return self.input_ids[a:b], np.where(window >= 0, window - first, -1), words
+
+
+def _tokenize(rows: Sequence[Mapping[str, Any]], tokenizer: Any, caller: str) -> list[_Document]:
+    """One batched tokenizer call over the rows' texts; every token mapped to its word."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"encode needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}")
+        raise ValueError(f"{caller} needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}")
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise ValueError("encode needs a tokenizer with [CLS] and [SEP] tokens")
+        raise ValueError(f"{caller} needs a tokenizer with [CLS] and [SEP] tokens")
     texts = _row_texts(rows)
     if not texts:
         return []
@@ -163,32 +185,105 @@ def encode(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> l
         return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,
-        verbose=False,  # long documents are expected: they are cut into windows below
+        verbose=False,  # long documents are expected: they are cut into windows
     )
     token_offsets, n_tokens = _flat_pairs(enc["offset_mapping"], "offset_mapping")
     spans, n_words = _flat_pairs([row["word_offsets"] for row in rows], "word_offsets")
     ids = np.fromiter(chain.from_iterable(enc["input_ids"]), dtype=np.int64, count=int(n_tokens.sum()))
     word_ids = _word_ids(token_offsets, n_tokens, spans, n_words, texts)
     token_ends, span_ends = np.cumsum(n_tokens).tolist(), np.cumsum(n_words).tolist()
+    documents = []
+    for r, (row, text) in enumerate(zip(rows, texts)):
+        t0, t1 = token_ends[r] - int(n_tokens[r]), token_ends[r]
+        w0, w1 = span_ends[r] - int(n_words[r]), span_ends[r]
+        documents.append(
+            _Document(text, ids[t0:t1], word_ids[t0:t1], token_offsets[t0:t1], spans[w0:w1], row.get("lang"))
+        )
+    return documents
+
+
+def encode(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> list[Example]:
+    """Corpus rows (`text`, `word_offsets`, optional `lang`) → examples of at most max_len tokens.
+
+    `tokenizer` is a Hugging Face fast tokenizer (offset mappings are needed) with [CLS] and [SEP].
+    A row with no token at all (only whitespace or characters the tokenizer drops) gives no example.
+    """
+    if max_len < 3:
+        raise ValueError(f"max_len must leave room for [CLS], [SEP] and a token, got {max_len}")
+    documents = _tokenize(rows, tokenizer, "encode")
     cls, sep = np.array([tokenizer.cls_token_id]), np.array([tokenizer.sep_token_id])
     examples = []
-    for r, (row, text) in enumerate(zip(rows, texts)):
-        t0, w0 = token_ends[r] - int(n_tokens[r]), span_ends[r] - int(n_words[r])
-        doc_ids, doc_words = ids[t0 : token_ends[r]], word_ids[t0 : token_ends[r]]
-        for a, b in _windows(doc_words, max_len - 2) if len(doc_ids) else []:
-            window = doc_words[a:b]
-            known = window[window >= 0]
-            first, last = (int(known[0]), int(known[-1]) + 1) if len(known) else (0, 0)
-            words = tuple(text[s:e] for s, e in spans[w0 + first : w0 + last].tolist())
+    for r, doc in enumerate(documents):
+        for a, b in _windows(doc.word_ids, max_len - 2) if len(doc.input_ids) else []:
+            ids, word_ids, words = doc.window(a, b)
             examples.append(
                 Example(
-                    input_ids=np.concatenate([cls, doc_ids[a:b], sep]),
-                    word_ids=np.concatenate([[-1], np.where(window >= 0, window - first, -1), [-1]]),
+                    input_ids=np.concatenate([cls, ids, sep]),
+                    word_ids=np.concatenate([[-1], word_ids, [-1]]),
                     words=words,
                     row=r,
                     token_start=a,
-                    lang=row.get("lang"),
+                    lang=doc.lang,
                 )
+            )
+    return examples
+
+
+@dataclass(frozen=True, eq=False)
+class SopExample:
+    """One window of one document as two consecutive segments for sentence-order prediction.
+
+    `second` is None when the window is a single word and cannot be cut (see `sop.split_point`).
+    `row` and `token_start` trace it back as for `Example`; `first` starts at token_start.
+    """
+
+    first: Segment
+    second: Segment | None
+    row: int
+    token_start: int
+    lang: str | None = None
+
+    def __len__(self) -> int:
+        """Tokens in its batch row, specials included."""
+        if self.second is None:
+            return len(self.first.input_ids) + 2
+        return len(self.first.input_ids) + len(self.second.input_ids) + 3
+
+
+def _segments(
+    ids: np.ndarray, word_ids: np.ndarray, words: tuple[str, ...], cut: int | None
+) -> tuple[Segment, Segment | None]:
+    """A window's tokens as (first, second) cut before token `cut`; word ids renumbered per segment."""
+    if cut is None:
+        return Segment(ids, word_ids, words), None
+    head = word_ids[:cut]
+    k = int(head.max()) + 1 if (head >= 0).any() else 0
+    tail = word_ids[cut:]
+    return Segment(ids[:cut], head, words[:k]), Segment(
+        ids[cut:], np.where(tail >= 0, tail - k, -1), words[k:]
+    )
+
+
+def encode_pairs(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> list[SopExample]:
+    """Corpus rows → sentence-order examples: each document in windows of max_len - 3 tokens (cut at
+    word boundaries, as `encode` does), each window cut in two by `sop.split_point`.
+
+    Sentences are found by `split_sentences`, the function ingestion stores `sentence_offsets` with,
+    so rows need no more than `text` and `word_offsets`. A row with no token gives no example.
+    """
+    if max_len < 5:
+        raise ValueError(f"max_len must leave room for [CLS], [SEP], [SEP] and two tokens, got {max_len}")
+    examples = []
+    for r, doc in enumerate(_tokenize(rows, tokenizer, "encode_pairs")):
+        if not len(doc.input_ids):
+            continue
+        starts = np.array([s for s, _ in split_sentences(doc.text)], dtype=np.int64)
+        sentence_ids = np.searchsorted(starts, doc.offsets[:, 0], side="right") - 1
+        for a, b in _windows(doc.word_ids, max_len - 3):
+            ids, word_ids, words = doc.window(a, b)
+            cut = split_point(word_ids, sentence_ids[a:b])
+            examples.append(
+                SopExample(*_segments(ids, word_ids, words, cut), row=r, token_start=a, lang=doc.lang)
             )
     return examples
 
@@ -373,7 +468,8 @@ def pert_per_document(batch: Mapping[str, Any], generator: torch.Generator, *, r
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """How examples become training batches."""
+    """How examples become training batches. `sop`: rows are sentence-order pairs (`encode_pairs`),
+    one per row, with the masking objective on top."""
 
     objective: Objective = "wwm"
     max_len: int = 512
@@ -382,6 +478,7 @@ class BatchConfig:
     pad_to_multiple_of: int = 8
     pack_buffer: int = 4096
     seed: int = 0
+    sop: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -391,6 +488,11 @@ class BatchConfig:
                 f"BatchConfig: max_len >= 3 and pad_to_multiple_of >= 1 needed, "
                 f"got {self.max_len} and {self.pad_to_multiple_of}"
             )
+        if self.sop and (self.packing or self.objective not in SOP_MASKINGS or self.max_len < 5):
+            raise ValueError(
+                f"BatchConfig.sop needs packing=False, an objective in {SOP_MASKINGS} and max_len >= 5, "
+                f"got packing={self.packing}, objective={self.objective!r}, max_len={self.max_len}"
+            )
 
 
 class BatchMaker:
@@ -398,20 +500,30 @@ class BatchMaker:
 
     A batch holds `input_ids`, `document_ids` (packing) or `attention_mask`, and `labels` (masked LM
     targets; `mac` too) or `pointer_labels` (PERT: the column where each chosen position's original
-    token now sits). It goes straight into `PlmopsForMaskedLM` / `PlmopsForPreTraining(**batch)`.
-    Randomness: the generator passed, else the maker's own, seeded by `config.seed`. With DataLoader
-    workers, give each worker its own seed (the maker is copied into every worker with its state).
+    token now sits); with `config.sop` also `token_type_ids` and `sentence_order_label` (the rows are
+    `SopExample`s). It goes straight into `PlmopsForMaskedLM` / `PlmopsForPreTraining(**batch)`.
+    Randomness: the generator passed, else the maker's own, seeded by `config.seed`; an SOP batch
+    draws its swaps first, then its masking. With DataLoader workers, give each worker its own seed
+    (the maker is copied into every worker with its state).
     """
 
     def __init__(
-        self, config: BatchConfig, vocab: VocabInfo, pad_id: int, similar: SimilarTokens | None = None
+        self,
+        config: BatchConfig,
+        vocab: VocabInfo,
+        pad_id: int,
+        similar: SimilarTokens | None = None,
+        special: SpecialIds | None = None,
     ) -> None:
         if config.objective == "mac" and similar is None:
             raise ValueError("BatchMaker: objective 'mac' needs `similar` (a SimilarTokens)")
+        if config.sop and special is None:
+            raise ValueError("BatchMaker: sop needs `special` (the [CLS], [SEP] and [PAD] ids)")
         self.config = config
         self.vocab = vocab
         self.pad_id = pad_id
         self.similar = similar
+        self.special = special
         self.generator = torch.Generator().manual_seed(config.seed)
 
     @classmethod
@@ -420,9 +532,12 @@ class BatchMaker:
     ) -> BatchMaker:
         if tokenizer.pad_token_id is None:
             raise ValueError("BatchMaker.from_tokenizer: the tokenizer has no [PAD] token")
-        return cls(config, VocabInfo.from_tokenizer(tokenizer), tokenizer.pad_token_id, similar)
+        special = None
+        if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+            special = SpecialIds(tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+        return cls(config, VocabInfo.from_tokenizer(tokenizer), tokenizer.pad_token_id, similar, special)
 
-    def rows(self, examples: Sequence[Example]) -> list[list[Example]]:
+    def rows(self, examples: Sequence[Example | SopExample]) -> list[list[Example | SopExample]]:
         """Examples grouped into rows: packed by `pack`, or one per row in the order given.
 
         A pack buffer only mixes what it holds, so shuffle the examples first if the corpus is ordered.
@@ -435,12 +550,27 @@ class BatchMaker:
         )
         return [[examples[i] for i in group] for group in groups]
 
-    def collate(self, rows: Sequence[Sequence[Example]]) -> dict[str, Any]:
-        """The padded batch before the objective (with `word_ids` and `words`)."""
+    def collate(
+        self, rows: Sequence[Sequence[Example | SopExample]], generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """The padded batch before the objective (with `word_ids` and `words`). For SOP the pairs are
+        laid out here, so the swaps draw from `generator` (else the maker's own)."""
         c = self.config
+        if c.sop:
+            return self._pairs(rows, self.generator if generator is None else generator)
         return collate(
             rows, self.pad_id, packed=c.packing, max_len=c.max_len, pad_to_multiple_of=c.pad_to_multiple_of
         )
+
+    def _pairs(
+        self, rows: Sequence[Sequence[Example | SopExample]], generator: torch.Generator
+    ) -> dict[str, Any]:
+        bad = [r for r, row in enumerate(rows) if len(row) != 1 or not isinstance(row[0], SopExample)]
+        if not rows or bad:
+            raise ValueError(f"BatchMaker (sop): every row must hold one SopExample; rows {bad[:5]} do not")
+        c = self.config
+        pairs = [(row[0].first, row[0].second) for row in rows]
+        return sop(pairs, self.special, c.max_len, generator, pad_to_multiple_of=c.pad_to_multiple_of)
 
     def apply(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
         """Run the objective on a collated batch; keep only what the model takes."""
@@ -456,9 +586,15 @@ class BatchMaker:
             out = MASKERS[c.objective](batch, self.vocab, generator, rate=c.rate)
             targets = {"labels": out["labels"]}
         layout = "document_ids" if c.packing else "attention_mask"
-        return {"input_ids": out["input_ids"], layout: batch[layout], **targets}
+        pair = {k: batch[k] for k in ("token_type_ids", "sentence_order_label") if k in batch}
+        return {"input_ids": out["input_ids"], layout: batch[layout], **pair, **targets}
 
     def __call__(
-        self, rows: Sequence[Sequence[Example]], generator: torch.Generator | None = None
+        self, rows: Sequence[Sequence[Example | SopExample]], generator: torch.Generator | None = None
     ) -> dict[str, Any]:
-        return self.apply(self.collate(rows), generator)
+        generator = self.generator if generator is None else generator
+        return self.apply(self.collate(rows, generator), generator)
+
+    def encode(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[Example | SopExample]:
+        """Corpus rows → this maker's examples: `encode_pairs` with sop, else `encode`."""
+        return (encode_pairs if self.config.sop else encode)(rows, tokenizer, self.config.max_len)

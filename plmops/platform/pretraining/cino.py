@@ -13,19 +13,22 @@ uses n_i = the number of tokens of language i (level="tokens").
 Fast MLM. A minority-language batch only ever predicts ids its corpus uses, so the MLM head can score
 just those rows of the output embedding: `group_vocab` gives each language group its sorted id list
 (plus special ids); pass it as `vocab_subset` to the plmops MLM head, which scores only those rows and
-remaps the labels (`plmops.platform.models.remap_to_subset`). benchmarks/cino_fast_mlm.py measures the
-speed-up.
+remaps the labels (`plmops.platform.models.remap_to_subset`). `corpus_vocab` counts a language's ids
+over its texts with the tokenizer; `training.data.LanguageBatches` makes one-language batches that carry
+them. benchmarks/cino_fast_mlm.py measures the speed-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from itertools import chain
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+_TOKENIZE_BATCH = 4096  # texts per tokenizer call when counting a corpus' ids
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,22 @@ def group_vocab(
             raise ValueError(f"group_vocab: chunk {n} has ids outside [0, {vocab_size})")
         used[ids] = True
     return torch.from_numpy(np.flatnonzero(used))
+
+
+def corpus_vocab(text_batches: Iterable[Sequence[str]], tokenizer: Any) -> torch.Tensor:
+    """`group_vocab` of texts tokenised as the batch stream tokenises them (no special tokens added),
+    plus the tokenizer's special ids: every id an MLM label over these texts can be."""
+
+    def token_ids() -> Iterable[np.ndarray]:
+        for texts in text_batches:
+            for start in range(0, len(texts), _TOKENIZE_BATCH):
+                encoded = tokenizer(
+                    list(texts[start : start + _TOKENIZE_BATCH]),
+                    add_special_tokens=False,
+                    return_attention_mask=False,
+                    return_token_type_ids=False,
+                    verbose=False,
+                )["input_ids"]
+                yield np.fromiter(chain.from_iterable(encoded), dtype=np.int64)
+
+    return group_vocab(token_ids(), len(tokenizer), tokenizer.all_special_ids)

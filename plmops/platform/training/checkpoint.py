@@ -9,7 +9,8 @@ Layout under the storage root, one folder per checkpoint:
     latest                                              (text: the newest complete folder)
 
 `latest` is replaced only after its folder is complete, and every write is atomic, so a run killed at
-any moment resumes from the last whole checkpoint. The storage is duck-typed (the `Storage` protocol):
+any moment resumes from the last whole checkpoint. Weights and optimizer state are stored whole and keyed
+by parameter name whether the run was plain, DDP or FSDP (sharded): a checkpoint of one resumes in any. The storage is duck-typed (the `Storage` protocol):
 callers pass plmops.infra's storage (`open_storage("ckpt/")` or `open_storage("s3://bucket/run")`).
 Everything is read back with `torch.load(weights_only=True)`: no pickled code runs on resume.
 """
@@ -21,17 +22,29 @@ import json
 import random
 import re
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load as load_safetensors
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 
 LATEST = "latest"
 _FOLDER = re.compile(r"^step-(\d{6,})$")
+# Whole tensors on the CPU: gathered from the shards under FSDP (rank 0 receives them), copied otherwise.
+_WHOLE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 class Storage(Protocol):
@@ -117,17 +130,24 @@ class Checkpointer:
         ranks: list[dict[str, Any]],
         config: dict[str, Any],
     ) -> str:
-        """Write a checkpoint, point `latest` at it, prune old ones; returns its folder."""
+        """Write a checkpoint, point `latest` at it, prune old ones; returns its folder.
+
+        In a distributed run every rank calls it (gathering FSDP shards is a collective); rank 0 writes."""
         folder = self.folder(step)
+        if not is_sharded(model) and _rank() != 0:
+            return folder
+        weights, optimizer_state = whole_states(model, optimizer)
+        if _rank() != 0:
+            return folder
         self.storage.delete_prefix(folder + "/")  # leftovers of a save that crashed half-way
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():
                     self.storage.write_bytes(
                         f"{folder}/model/{path.relative_to(tmp).as_posix()}", path.read_bytes()
                     )
-        self.storage.write_bytes(f"{folder}/optimizer.pt", _to_bytes(optimizer.state_dict()))
+        self.storage.write_bytes(f"{folder}/optimizer.pt", _to_bytes(optimizer_state))
         self.storage.write_bytes(f"{folder}/scheduler.pt", _to_bytes(scheduler.state_dict()))
         self.storage.write_bytes(f"{folder}/ranks.pt", _to_bytes(ranks))
         self.storage.write_bytes(
@@ -144,15 +164,17 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
     ) -> Restored:
-        """Load weights, optimizer and scheduler in place; return step, config and per-rank states."""
+        """Load weights, optimizer and scheduler in place (every rank calls it; an FSDP rank keeps its
+        shard of the whole tensors); return step, config and per-rank states."""
         if not self.storage.exists(f"{folder}/trainer.json"):
             raise FileNotFoundError(f"checkpoint {folder!r} is missing or incomplete (no trainer.json)")
         shards = [k for k in self.storage.list(f"{folder}/model/") if k.endswith(".safetensors")]
         weights = {n: t for k in shards for n, t in load_safetensors(self.storage.read_bytes(k)).items()}
         _load_weights(model, weights, folder)
-        optimizer.load_state_dict(
-            _from_bytes(self.storage.read_bytes(f"{folder}/optimizer.pt"), f"{folder}/optimizer.pt")
+        optimizer_state = _from_bytes(
+            self.storage.read_bytes(f"{folder}/optimizer.pt"), f"{folder}/optimizer.pt"
         )
+        _load_optimizer(model, optimizer, optimizer_state, f"{folder}/optimizer.pt")
         scheduler.load_state_dict(
             _from_bytes(self.storage.read_bytes(f"{folder}/scheduler.pt"), f"{folder}/scheduler.pt")
         )
@@ -182,14 +204,59 @@ class Checkpointer:
                 self.storage.delete_prefix(f"step-{digits}/")
 
 
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True once FSDP has split the model's parameters into per-rank shards (DTensors)."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def whole_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with whole tensors on the CPU, for a plain, DDP or FSDP model alike.
+    A collective under FSDP: every rank calls it and only rank 0 receives the tensors."""
+    weights = get_model_state_dict(model, options=_WHOLE)
+    for names in _aliases(model):
+        # Gathering gives each name of a tied weight its own copy; one tensor again, so that
+        # save_pretrained drops the alias exactly as it does for a plain model.
+        if names[0] in weights:
+            weights.update({name: weights[names[0]] for name in names[1:]})
+    return weights
+
+
+def whole_states(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """`whole_weights` and the optimizer state keyed by parameter name (not by position), so that a
+    checkpoint of a DDP run resumes under FSDP and back. A collective under FSDP, like `whole_weights`."""
+    return whole_weights(model), get_optimizer_state_dict(model, optimizer, options=_WHOLE)
+
+
+def _aliases(model: nn.Module) -> list[list[str]]:
+    """The names of each parameter registered under several (the MLM decoder and the word embeddings)."""
+    names: dict[int, list[str]] = defaultdict(list)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names[id(param)].append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], folder: str) -> None:
-    """Strict load, except for keys save_pretrained dropped because they share storage with a saved
-    one (the MLM decoder tied to the word embeddings)."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    own = model.state_dict()
-    saved_storage = {own[k].untyped_storage().data_ptr() for k in state if k in own}
-    untied = [k for k in missing if own[k].untyped_storage().data_ptr() not in saved_storage]
-    if untied or unexpected:
+    """Strict load, except for keys save_pretrained dropped because they alias a saved one (the MLM
+    decoder tied to the word embeddings): those take the saved tensor."""
+    for names in _aliases(model):
+        saved = next((state[name] for name in names if name in state), None)
+        if saved is not None:
+            state.update({name: saved for name in names})
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
         raise ValueError(
-            f"checkpoint {folder}: weights do not fit the model (missing {untied}, unexpected {unexpected})"
+            f"checkpoint {folder}: weights do not fit the model (missing {missing}, unexpected {unexpected})"
         )
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, where: str) -> None:
+    try:
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(f"checkpoint {where}: optimizer state does not fit the model ({error!r})") from error

@@ -19,6 +19,7 @@ generator state needs saving except the batch maker's torch generator (a tensor)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,7 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from plmops.platform.pretraining.batching import BatchConfig, BatchMaker, Example, encode
+from plmops.platform.pretraining.batching import BatchConfig, BatchMaker, Example, SopExample
 from plmops.platform.pretraining.macbert import SimilarTokens
 
 COLUMNS = ("text", "word_offsets", "lang")
@@ -121,11 +122,14 @@ class _Shard:
         first = int(self.group_of(np.array([row]))[0])
         return list(range(first, len(self.group_start) - 1)) if row < self.num_rows else []
 
-    def read(self, groups: Sequence[int]) -> Iterator[tuple[int, pa.Table]]:
-        """(first row, table) of each row group asked for, one file handle for all."""
+    def read(
+        self, groups: Sequence[int], columns: Sequence[str] | None = None
+    ) -> Iterator[tuple[int, pa.Table]]:
+        """(first row, table) of each row group asked for (all corpus columns unless named), one file
+        handle for all."""
         file = self._file()
         for g in groups:
-            yield int(self.group_start[g]), file.read_row_group(g, columns=self.columns)
+            yield int(self.group_start[g]), file.read_row_group(g, columns=list(columns or self.columns))
 
 
 class ShuffledRows:
@@ -290,6 +294,50 @@ class ShuffledRows:
         return out  # type: ignore[return-value]
 
 
+class LanguageDraws:
+    """A reproducible sequence of languages drawn with `probs`, resumable from a count of draws.
+
+    Counter-based: block b of draws comes from a generator seeded by (seed, b), so the sequence depends
+    on nothing but (probs, seed) and a position is one integer.
+    """
+
+    def __init__(self, probs: Mapping[str, float], seed: int = 0) -> None:
+        weights = np.array(list(probs.values()), dtype=np.float64)
+        if not probs or (weights < 0).any() or not np.isclose(weights.sum(), 1.0):
+            raise ValueError(f"language probs must be >= 0 and sum to 1, got {dict(probs)}")
+        self.languages, self.seed = list(probs), seed
+        self._cumulative = np.cumsum(weights)
+        self.draws = 0
+
+    def __iter__(self) -> Iterator[str]:
+        """The language of every draw from the current one on, a block of draws at a time."""
+        while True:
+            block, at = divmod(self.draws, _DRAW_BLOCK)
+            uniform = np.random.default_rng([self.seed, block]).random(_DRAW_BLOCK)
+            picks = np.searchsorted(self._cumulative, uniform, side="right")
+            for i in np.minimum(picks, len(self.languages) - 1)[at:].tolist():
+                self.draws += 1
+                yield self.languages[i]
+
+
+def _same_languages(kind: str, streams: Mapping[str, Any], probs: Mapping[str, float]) -> None:
+    if set(streams) != set(probs) or not streams:
+        raise ValueError(
+            f"{kind}: streams {sorted(streams)} and probs {sorted(probs)} must name the same languages"
+        )
+
+
+def _check_saved_languages(kind: str, state: dict[str, Any], languages: Sequence[str]) -> None:
+    if "streams" not in state:
+        raise ValueError(
+            f"{kind}.load_state_dict: state from another kind of stream (keys {sorted(state)})"
+        )
+    if set(state["streams"]) != set(languages):
+        raise ValueError(
+            f"{kind}.load_state_dict: saved languages {sorted(state['streams'])}, here {list(languages)}"
+        )
+
+
 class MixedRows:
     """CINO-style language mixing: every row comes from a language drawn with `probs`.
 
@@ -303,31 +351,13 @@ class MixedRows:
     def __init__(
         self, streams: Mapping[str, ShuffledRows], probs: Mapping[str, float], *, seed: int = 0
     ) -> None:
-        if set(streams) != set(probs) or not streams:
-            raise ValueError(
-                f"MixedRows: streams {sorted(streams)} and probs {sorted(probs)} must name the same languages"
-            )
-        weights = np.array([probs[lang] for lang in streams], dtype=np.float64)
-        if (weights < 0).any() or not np.isclose(weights.sum(), 1.0):
-            raise ValueError(f"MixedRows: probs must be >= 0 and sum to 1, got {dict(probs)}")
+        _same_languages("MixedRows", streams, probs)
         self.streams, self.seed = dict(streams), seed
-        self._langs = list(self.streams)
-        self._cumulative = np.cumsum(weights)
-        self._draws = 0
-
-    def _languages(self) -> Iterator[str]:
-        """The language of every row from the current draw on, a block of draws at a time."""
-        while True:
-            block, at = divmod(self._draws, _DRAW_BLOCK)
-            uniform = np.random.default_rng([self.seed, block]).random(_DRAW_BLOCK)
-            picks = np.minimum(np.searchsorted(self._cumulative, uniform, side="right"), len(self._langs) - 1)
-            for i in picks[at:].tolist():
-                self._draws += 1
-                yield self._langs[i]
+        self._draws = LanguageDraws({lang: probs[lang] for lang in self.streams}, seed)
 
     def __iter__(self) -> Iterator[tuple[tuple, Row]]:
         sources = {lang: iter(stream) for lang, stream in self.streams.items()}
-        for lang in self._languages():
+        for lang in self._draws:
             item = next(sources[lang], None)
             if item is None:
                 return
@@ -335,18 +365,34 @@ class MixedRows:
             yield (lang, shard, row), data
 
     def state_dict(self) -> dict[str, Any]:
-        return {"draws": self._draws, "streams": {lang: s.state_dict() for lang, s in self.streams.items()}}
+        streams = {lang: stream.state_dict() for lang, stream in self.streams.items()}
+        return {"draws": self._draws.draws, "streams": streams}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "streams" not in state:
-            raise ValueError(f"MixedRows.load_state_dict: state from another kind of stream (keys {sorted(state)})")
-        if set(state["streams"]) != set(self.streams):
-            raise ValueError(
-                f"MixedRows.load_state_dict: saved languages {sorted(state['streams'])}, here {self._langs}"
-            )
+        _check_saved_languages("MixedRows", state, list(self.streams))
         for lang, stream in self.streams.items():
             stream.load_state_dict(state["streams"][lang])
-        self._draws = int(state["draws"])
+        self._draws.draws = int(state["draws"])
+
+
+def part_texts(
+    shards: Sequence[str],
+    filesystem: pafs.FileSystem | None = None,
+    *,
+    holdout: Holdout | None = None,
+    part: Literal["train", "held_out"] = "train",
+) -> Iterator[list[str]]:
+    """The texts of one side of a holdout (every row without one), a row group at a time in file order:
+    what a language's vocabulary subset is counted over, reading the text column alone."""
+    for path in shards:
+        shard = _Shard(str(path), filesystem)
+        held = holdout.mask(shard.path, shard.num_rows) if holdout is not None else None
+        for first, table in shard.read(range(len(shard.group_start) - 1), columns=["text"]):
+            texts = table.column("text").to_pylist()
+            if held is not None:
+                side = held[first : first + len(texts)]
+                texts = [t for t, h in zip(texts, side.tolist()) if h == (part == "held_out")]
+            yield texts
 
 
 class TrainingStream:
@@ -416,19 +462,19 @@ class TrainingStream:
             similar=similar,
         )
 
-    def _chunk(self, source: Iterator[tuple[tuple, Row]]) -> list[list[Example]] | None:
+    def _chunk(self, source: Iterator[tuple[tuple, Row]]) -> list[list[Example | SopExample]] | None:
         """The next chunk_rows rows, encoded and packed; None once the row stream is exhausted."""
         rows = [row for _, (_, row) in zip(range(self.chunk_rows), source)]
         if not rows:
             return None
-        return self.maker.rows(encode(rows, self.tokenizer, self.maker.config.max_len))
+        return self.maker.rows(self.maker.encode(rows, self.tokenizer))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self._rows_at_anchor:
             self.rows.load_state_dict(self._anchor)
         self._rows_at_anchor = False
         source = iter(self.rows)
-        chunks: deque[tuple[dict[str, Any], list[list[Example]]]] = deque()
+        chunks: deque[tuple[dict[str, Any], list[list[Example | SopExample]]]] = deque()
         skip, size, exhausted = self._skip, self.batch_size, False
         while True:
             while not exhausted and sum(len(c) for _, c in chunks) - skip < size:
@@ -439,7 +485,7 @@ class TrainingStream:
                     chunks.append((state, packed))
             if not chunks:
                 return
-            batch: list[list[Example]] = []
+            batch: list[list[Example | SopExample]] = []
             while chunks and len(batch) < size:
                 packed = chunks[0][1]
                 take = min(size - len(batch), len(packed) - skip)
@@ -460,3 +506,90 @@ class TrainingStream:
         self.rows.load_state_dict(state["rows"])  # fails now, not at the first batch, on a foreign state
         self._anchor, self._skip, self._rows_at_anchor = state["rows"], int(state["skip"]), True
         self.maker.generator.set_state(state["generator"])
+
+
+def _language_seed(seed: int, lang: str) -> int:
+    """A batch-maker seed per language, so languages do not share one masking sequence."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{lang}".encode()).digest()[:4], "little")
+
+
+def _subset(ids: torch.Tensor | Sequence[int] | np.ndarray, lang: str) -> torch.Tensor:
+    subset = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    if subset.dim() != 1 or subset.numel() == 0 or bool((subset[1:] <= subset[:-1]).any()):
+        raise ValueError(f"LanguageBatches: vocab subset of {lang!r} must be non-empty, 1-D, sorted, unique")
+    return subset
+
+
+class LanguageBatches:
+    """CINO's fast-MLM batches: every batch holds rows of one language and carries its `vocab_subset`.
+
+    Each language has its own `TrainingStream` (its own rows, packing and masking); a language is drawn
+    per batch with `probs` (CINO's p_i ~ n_i^alpha, `cino.sampling_probs`) and that language's stream
+    gives the batch, to which `vocab_subset` (sorted ids the language's training rows use, plus the
+    special ids: `cino.group_vocab`) is added, so the MLM head scores only those rows of the output
+    embedding. The draws are counter-based on `seed` and the same on every rank: give every rank the same
+    seed, and the ranks' batches at one step are all of one language. Resumes bit for bit like
+    `TrainingStream`: the state is the draw count and each language stream's state. Ends when a drawn
+    language's stream ends (let them cycle: epochs None).
+    """
+
+    def __init__(
+        self,
+        streams: Mapping[str, TrainingStream],
+        probs: Mapping[str, float],
+        vocab_subsets: Mapping[str, torch.Tensor | Sequence[int]],
+        *,
+        seed: int = 0,
+    ) -> None:
+        _same_languages("LanguageBatches", streams, probs)
+        missing = sorted(set(streams) - set(vocab_subsets))
+        if missing:
+            raise ValueError(f"LanguageBatches: no vocab subset for {missing}")
+        self.streams = dict(streams)
+        self.vocab_subsets = {lang: _subset(vocab_subsets[lang], lang) for lang in self.streams}
+        self._draws = LanguageDraws({lang: probs[lang] for lang in self.streams}, seed)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Mapping[str, ShuffledRows],
+        probs: Mapping[str, float],
+        vocab_subsets: Mapping[str, torch.Tensor | Sequence[int]],
+        tokenizer: Any,
+        batch_config: BatchConfig,
+        *,
+        batch_size: int = 32,
+        chunk_rows: int = 2048,
+        seed: int = 0,
+    ) -> LanguageBatches:
+        """One `TrainingStream` per language over its rows, each maker seeded from (config seed, language)."""
+        streams = {
+            lang: TrainingStream(
+                language_rows,
+                tokenizer,
+                dataclasses.replace(batch_config, seed=_language_seed(batch_config.seed, lang)),
+                batch_size=batch_size,
+                chunk_rows=chunk_rows,
+            )
+            for lang, language_rows in rows.items()
+        }
+        return cls(streams, probs, vocab_subsets, seed=seed)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        sources = {lang: iter(stream) for lang, stream in self.streams.items()}
+        for lang in self._draws:
+            batch = next(sources[lang], None)
+            if batch is None:
+                return
+            yield {**batch, "vocab_subset": self.vocab_subsets[lang]}
+
+    def state_dict(self) -> dict[str, Any]:
+        streams = {lang: stream.state_dict() for lang, stream in self.streams.items()}
+        return {"draws": self._draws.draws, "streams": streams}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a position from `state_dict()`; the next iteration starts there."""
+        _check_saved_languages("LanguageBatches", state, list(self.streams))
+        for lang, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][lang])
+        self._draws.draws = int(state["draws"])

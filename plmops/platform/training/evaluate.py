@@ -18,6 +18,7 @@ IGNORE_INDEX = -100
 _HEADS = {
     "mlm": ("labels", "masked_positions", "prediction_logits"),
     "pointer": ("pointer_labels", "pointer_positions", "pointer_logits"),
+    "sop": ("sentence_order_label", "sop_positions", "seq_relationship_logits"),  # one label per row
 }
 
 
@@ -35,7 +36,7 @@ def _targets(batch: Mapping[str, Any], labels_key: str, positions_key: str) -> t
 def evaluate_pretraining(
     model: nn.Module, batches: Iterable[Mapping[str, Any]], max_batches: int | None = None
 ) -> dict[str, float]:
-    """`{head}_loss`, `{head}_accuracy` and `{head}_predictions` for mlm / pointer over the batches.
+    """`{head}_loss`, `{head}_accuracy` and `{head}_predictions` for mlm / pointer / sop over the batches.
 
     Raises when no batch held a target: a held-out slice too small to score is a configuration error,
     not a zero.

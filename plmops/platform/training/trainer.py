@@ -5,9 +5,11 @@
 
 `data` is any iterable of batch dicts (BatchMaker output: they go straight into `model(**batch)`) with
 `state_dict()` / `load_state_dict()`, so a resumed run continues from the same batch. Under torchrun
-(call `init_distributed()` first) each rank passes its own shard of the stream and the model is wrapped
-in DDP: the global batch is world size x grad_accum micro-batches. Sharded parameters (FSDP) are not
-implemented; BERT-large and smaller fit in one GPU's memory, where DDP is the faster choice.
+(call `init_distributed()` first) each rank passes its own shard of the stream: the global batch is world
+size x grad_accum micro-batches. `parallel="ddp"` keeps a whole copy of the model and optimizer on every
+rank; `parallel="fsdp"` (FSDP2, `fully_shard`) splits weights, gradients and optimizer state over the
+ranks, one all-gather group per transformer block, for configurations that do not fit one GPU beside
+their optimizer state. Checkpoints are the same whole files either way.
 """
 
 from __future__ import annotations
@@ -26,13 +28,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from plmops.platform.training.checkpoint import Checkpointer, Storage, capture_rng, restore_rng
+from plmops.platform.training.checkpoint import (
+    Checkpointer,
+    Storage,
+    capture_rng,
+    restore_rng,
+    whole_weights,
+)
 from plmops.platform.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 
 # bf16 dense tensor-core peaks (FLOP/s) by device-name fragment, most specific first.
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100 PCIe": 756.0e12, "H100": 989.4e12, "A100": 312.0e12}
+PARALLEL = ("ddp", "fsdp")
 
 
 class BatchStream(Protocol):
@@ -66,6 +78,7 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     log_every: int = 10
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
     def __post_init__(self) -> None:
         for name in ("steps", "grad_accum", "checkpoint_every", "keep_last", "log_every"):
@@ -96,6 +109,7 @@ class TrainConfig:
         _require("schedule", self.schedule, f"one of {SCHEDULES}", lambda v: v in SCHEDULES)
         _require("optimizer", self.optimizer, f"one of {OPTIMIZERS}", lambda v: v in OPTIMIZERS)
         _require("seed", self.seed, "an integer", _is_int)
+        _require("parallel", self.parallel, f"one of {PARALLEL}", lambda v: v in PARALLEL)
         for name in ("compile", "activation_checkpointing"):
             _require(name, getattr(self, name), "True or False", lambda v: isinstance(v, bool))
 
@@ -180,6 +194,9 @@ class Trainer:
 
     `stop` is the preemption flag: SIGTERM sets it when `fit` runs in the main thread; code running the
     trainer in another thread sets it itself. Either way the run checkpoints and returns preempted.
+
+    With `parallel="fsdp"` in a process group the model passed in is sharded in place: evaluate or save
+    `whole_model()`, not the model itself. Alone (no process group) there is nothing to shard.
     """
 
     def __init__(
@@ -198,15 +215,20 @@ class Trainer:
         cuda = torch.cuda.is_available()
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self.model = model.to(self.device)
+        self.peak_flops = peak_bf16_flops(self.device)
+        self.flops_per_token = flops_per_token(model)
+        self._plain_type = type(model)
         if config.activation_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.sharded = config.parallel == "fsdp" and dist.is_initialized()
+        if self.sharded:
+            _shard(model, self.device, self.world)
+        # After sharding: the optimizer must hold the shards (DTensors), not the replaced whole tensors.
         self.optimizer = build_optimizer(
             model, config.optimizer, config.lr, config.weight_decay, config.betas, fused=cuda
         )
         self.scheduler = build_scheduler(self.optimizer, config.warmup_steps, config.steps, config.schedule)
         self.checkpointer = None if storage is None else Checkpointer(storage, config.keep_last)
-        self.peak_flops = peak_bf16_flops(self.device)
-        self.flops_per_token = flops_per_token(model)
 
     def fit(self, resume: Literal["auto"] | None = None) -> TrainResult:
         """Train to `config.steps`; `resume="auto"` continues from the storage's `latest` checkpoint."""
@@ -235,9 +257,22 @@ class Trainer:
                     break
         return TrainResult(step, preempted, checkpoint, tokens=self._global_tokens(window))
 
+    def whole_model(self) -> nn.Module | None:
+        """The trained model as one plain module on rank 0, None on the other ranks: what rank 0 alone may
+        evaluate and save. Under FSDP a collective (every rank calls it) that gathers a new copy on the
+        device; otherwise the model itself."""
+        if not self.sharded:
+            return self.model if self.rank == 0 else None
+        weights = whole_weights(self.model)
+        if self.rank != 0:
+            return None
+        whole = self._plain_type(self.model.config)
+        whole.load_state_dict(weights)
+        return whole.to(self.device).train(self.model.training)
+
     def _wrapped(self) -> nn.Module:
         forward: nn.Module = self.model
-        if self.world > 1:
+        if self.world > 1 and not self.sharded:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward = DistributedDataParallel(forward, device_ids=ids)
         return torch.compile(forward) if self.config.compile else forward
@@ -251,18 +286,29 @@ class Trainer:
         for micro in range(accum):
             batch = self._next(batches, step, micro)
             window.add(batch, self.flops_per_token(batch["input_ids"].shape[1]))
-            sync = micro == accum - 1 or self.world == 1
-            with contextlib.nullcontext() if sync else forward.no_sync():
+            with self._gradient_sync(forward, micro == accum - 1):
                 with self._autocast():
                     loss = forward(**batch).loss / accum
                 loss.backward()
             total += loss.detach()
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if isinstance(grad_norm, DTensor):  # the norm over all shards, replicated on every rank
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
+
+    def _gradient_sync(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """Gradients of the micro-batches before the last stay local and accumulate: no all-reduce (DDP)
+        or reduce-scatter (FSDP) until the last one's backward."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        if last or self.world == 1:
+            return contextlib.nullcontext()
+        return forward.no_sync()
 
     def _next(self, batches: Iterator[Mapping[str, Any]], step: int, micro: int) -> dict[str, Any]:
         try:
@@ -325,14 +371,12 @@ class Trainer:
             gathered: list[Any] = [None] * self.world
             dist.all_gather_object(gathered, ranks[0])
             ranks = gathered
-        folder = None
-        if self.rank == 0:
-            folder = self.checkpointer.save(
-                step, self.model, self.optimizer, self.scheduler, ranks, asdict(self.config)
-            )
+        folder = self.checkpointer.save(
+            step, self.model, self.optimizer, self.scheduler, ranks, asdict(self.config)
+        )
         if self.world > 1:
             dist.barrier()  # no rank runs ahead (or exits on preemption) before the checkpoint is whole
-        return folder or Checkpointer.folder(step)
+        return folder
 
     def _restore(self, folder: str) -> tuple[int, int]:
         """Load a checkpoint in place; (step, this rank's tokens seen) to continue from."""
@@ -346,6 +390,34 @@ class Trainer:
         restore_rng(own["rng"])
         self.data.load_state_dict(own["data"])
         return restored.step, int(own.get("tokens", 0))
+
+
+def _shard(model: nn.Module, device: torch.device, world: int) -> None:
+    """FSDP2 in place: one group per transformer block, then the root group (embeddings, heads). On
+    CUDA the gathered weights are bf16 and gradients are reduced in fp32; on CPU all stays fp32."""
+    mesh = init_device_mesh(device.type, (world,))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    policy = policy if device.type == "cuda" else MixedPrecisionPolicy()
+    for block in reversed(_blocks(model)):  # innermost first, as fully_shard requires
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    """The modules of a kind in `_no_split_modules` (HF's list of blocks never to split), except those
+    holding a weight also used outside them: the word embeddings are the MLM decoder's weight, so they
+    stay with the root, where both uses see the same gathered tensor."""
+    kinds = set(getattr(model, "_no_split_modules", None) or ())
+    everywhere = list(model.named_parameters(remove_duplicate=False))
+    blocks = []
+    for prefix, module in model.named_modules():
+        if type(module).__name__ not in kinds:
+            continue
+        inside = {id(p) for p in module.parameters()}
+        outside = {id(p) for name, p in everywhere if not name.startswith(prefix + ".")}
+        if not inside & outside:
+            blocks.append(module)
+    return blocks
 
 
 class _Window:
