@@ -7,6 +7,7 @@ embedded, or an MLflow server in production) lives in settings alone.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -106,13 +107,16 @@ def log_encoder(folder: str | Path, registered_name: str | None, tags: Mapping[s
     """Log a Hugging Face folder as the run's `model` (a pyfunc from code: nothing pickled) and, with a
     name, register it as a new version of that model with `tags`. Returns the version, or None."""
     code = Path(__file__).with_name("pyfunc_encoder.py")
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(code),
-        artifacts={"hf": str(folder)},
-        pip_requirements=_requirements(),
-        registered_model_name=registered_name,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = Path(tmp) / "hf"  # MLflow keeps the folder's own name inside the model's artifacts
+        shutil.copytree(folder, hf)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"hf": str(hf)},
+            pip_requirements=_requirements(),
+            registered_model_name=registered_name,
+        )
     version = info.registered_model_version
     if registered_name is None or version is None:
         return None
@@ -132,8 +136,11 @@ def _requirements() -> list[str]:
 def model_folder(model_uri: str, destination: str | Path) -> Path:
     """The Hugging Face folder of a logged or registered encoder (`runs:/…/model`, `models:/name/3`,
     `models:/name@champion`), downloaded under `destination`."""
-    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/hf",
-                                                   dst_path=str(destination)))
+    try:
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/artifacts/hf",
+                                                       dst_path=str(destination)))
+    except mlflow.exceptions.MlflowException as exc:
+        raise FileNotFoundError(f"{model_uri}: no Hugging Face folder in its 'hf' artifact ({exc.message})") from exc
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{model_uri}: no Hugging Face folder (config.json) in its 'hf' artifact")
     return path
