@@ -161,6 +161,46 @@ def _print_pretrain_summary(result) -> None:
 
 
 @app.command()
+def evaluate(
+    model: Annotated[list[str], typer.Option("--model", help="folder, runs:/<id>/model or models:/<name>/<version|@alias> (repeatable)")],
+    suite: Annotated[list[str], typer.Option("--suite", help="zh-small, zh-full, fewclue, minority, or task names (repeatable)")],
+    data_root: Annotated[Path, typer.Option(help="folder of the benchmark data")] = Path("../shared/data"),
+    parallel: Annotated[int, typer.Option(min=1, help="tasks fine-tuned at the same time")] = 1,
+) -> None:
+    """Fine-tune and score models on a benchmark suite; print each model's table and the comparison.
+
+    Every model gets an MLflow run in experiment 'evaluate' (metrics eval/<task>/<metric>, tables), its
+    fine-tuned task models are registered as <name>-<task>, and a registry version gets eval.* tags.
+    Exit code 2 for an invalid task file or suite, 1 for a missing model or data.
+    """
+    _prepare()
+    from plmops.platform.configfile import ConfigError
+
+    try:
+        from plmops.flows.evaluate import evaluate_flow
+
+        outcome = evaluate_flow(list(model), list(suite), str(data_root), parallel=parallel)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except (FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    _print_evaluation(outcome)
+
+
+def _print_evaluation(outcome) -> None:
+    for result in outcome.models:
+        console.print(f"\n[b]{result.model}[/b] on {outcome.suite} (mlflow run {result.mlflow_run_id})")
+        console.print(result.table, highlight=False, markup=False)
+        for task, uri in result.registered.items():
+            console.print(f"fine-tuned {task}: {uri}", highlight=False)
+    if len(outcome.models) > 1:
+        console.print("\n[b]comparison[/b]")
+        console.print(outcome.comparison, highlight=False, markup=False)
+
+
+@app.command()
 def demo(
     shared_data: Annotated[Path, typer.Option(help="folder of the shared benchmark data")] = Path("../shared/data"),
 ) -> None:
@@ -175,6 +215,7 @@ def demo(
         raise typer.Exit(1) from exc
     _print_ingest_summary(outputs["corpus"])
     _print_pretrain_summary(outputs["encoder"])
+    _print_evaluation(outputs["evaluation"])
     settings = get_settings()
     console.print("\n[b]where the outputs are[/b]")
     for label, where in (

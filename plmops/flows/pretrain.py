@@ -138,8 +138,9 @@ def run_pretraining(recipe: PretrainRecipe, show_progress: bool = False) -> Pret
         fit = trainer.fit(resume="auto")
         result = PretrainResult(name, f"{corpus.name}@{corpus.version}", fit.step, fit.tokens, fit.preempted,
                                 curve.first, curve.last, tokenizer_uri=tokenizer_uri, mlflow_run_id=run_id)
+        whole = None if fit.preempted else trainer.whole_model()  # every rank takes part under FSDP
         if lead and not fit.preempted:
-            result = _finish(recipe, corpus, model, tokenizer, held_out, store, result)
+            result = _finish(recipe, corpus, whole, tokenizer, held_out, store, result)
         if lead and fit.preempted:
             import mlflow
 

@@ -155,3 +155,4 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.effective_mlflow_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per tiny artifact folder
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers: a bar per checkpoint write
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # a weights report per new task head

@@ -94,6 +94,10 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in history)
 
 
+def log_text(text: str, file_name: str) -> None:
+    mlflow.log_text(text, file_name)
+
+
 def log_folder(folder: str | Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
 
@@ -103,15 +107,17 @@ def log_figure(figure: Any, file_name: str) -> None:
     mlflow.log_figure(figure, file_name)
 
 
-def log_encoder(folder: str | Path, registered_name: str | None, tags: Mapping[str, Any]) -> str | None:
-    """Log a Hugging Face folder as the run's `model` (a pyfunc from code: nothing pickled) and, with a
-    name, register it as a new version of that model with `tags`. Returns the version, or None."""
+def log_encoder(
+    folder: str | Path, registered_name: str | None, tags: Mapping[str, Any], artifact_name: str = "model"
+) -> str | None:
+    """Log a Hugging Face folder as the run's model `artifact_name` (a pyfunc from code: nothing pickled)
+    and, with a name, register it as a new version of that model with `tags`. Returns the version, or None."""
     code = Path(__file__).with_name("pyfunc_encoder.py")
     with tempfile.TemporaryDirectory() as tmp:
         hf = Path(tmp) / "hf"  # MLflow keeps the folder's own name inside the model's artifacts
         shutil.copytree(folder, hf)
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=artifact_name,
             python_model=str(code),
             artifacts={"hf": str(hf)},
             pip_requirements=_requirements(),

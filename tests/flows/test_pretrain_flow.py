@@ -178,9 +178,10 @@ def test_a_killed_run_resumes_from_s3_and_repeats_the_uninterrupted_losses(
     assert _losses(home) == expected
 
 
-def test_two_torchrun_processes_train_and_register(prefect_server, corpus, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_torchrun_processes_train_and_register(parallel, prefect_server, corpus, tmp_path):
     home = tmp_path / "home"
-    recipe = _recipe(tmp_path, corpus, train={"steps": 20})
+    recipe = _recipe(tmp_path, corpus, train={"steps": 20, "parallel": parallel})
     output = _run(recipe, _env(prefect_server, home), "--processes", "2")
     assert "registered: models:/test-tiny/1" in output
     losses = _losses(home)

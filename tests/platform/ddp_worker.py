@@ -5,10 +5,12 @@
 Rank r trains on global batches r, r+2, r+4, ... so that two ranks see, per step, exactly the micro-batches
 a single process sees with grad_accum = 2 x the ranks' grad_accum.
 
-With `--stop-at K` the worker trains three times in the same process group: straight through without
-checkpoints, then into `--storage` with the stop flag set on rank 0 at step K, then resumed from there to
-the end. It writes both loss curves to `--out`, and rank 0 saves both runs' final whole weights
-(`Trainer.whole_model()`) next to it as `<out>.pt`: {"straight": state dict, "resumed": state dict}.
+With `--stop-at K` the worker trains in one process group: straight through without checkpoints; then
+twice stopped by the flag set on rank 0 at step K and resumed from the checkpoint to the end, once
+stopped under `--parallel` itself (into `<storage>/same`) and once under the other mode (`<storage>/other`),
+resumed under `--parallel` both times. It writes the three loss curves to `--out`, and rank 0 saves the
+final whole weights (`Trainer.whole_model()`) of the straight and the same-mode resumed run next to it
+as `<out>.pt`: {"straight": state dict, "resumed": state dict}.
 """
 
 from __future__ import annotations
@@ -97,11 +99,19 @@ def parse_args() -> argparse.Namespace:
 
 
 class Run:
-    """One trainer on a fresh tiny model and this rank's slice of the batches; losses as rank 0 reports them."""
+    """A trainer on a fresh tiny model and this rank's slice of the batches; losses as rank 0 reports them."""
 
-    def __init__(self, args: argparse.Namespace, rank: int, world: int, storage: Path | None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        rank: int,
+        world: int,
+        storage: Path | None,
+        parallel: str | None = None,
+        stop_at: int | None = None,
+    ) -> None:
         self.losses: list[float] = []
-        self.stop_at = None
+        self.stop_at = stop_at
         config = TrainConfig(
             steps=args.steps,
             lr=1e-3,
@@ -111,7 +121,7 @@ class Run:
             optimizer=args.optimizer,
             max_grad_norm=args.max_grad_norm,
             activation_checkpointing=args.activation_checkpointing,
-            parallel=args.parallel,
+            parallel=parallel or args.parallel,
         )
         batches = synthetic_batches(world * args.steps * args.grad_accum)[rank::world]
         self.trainer = Trainer(
@@ -147,20 +157,20 @@ def main() -> None:
 def stop_and_resume(args: argparse.Namespace, rank: int, world: int) -> tuple[dict[str, Any], dict[str, Any]]:
     straight = Run(args, rank, world, None)
     straight.trainer.fit()
-    stopped = Run(args, rank, world, args.storage)
-    stopped.stop_at = args.stop_at
-    first = stopped.trainer.fit()
-    resumed = Run(args, rank, world, args.storage)
-    second = resumed.trainer.fit(resume="auto")
-    report = {
-        "world": world,
-        "losses": straight.losses,
-        "resumed": stopped.losses + resumed.losses,
-        "stopped": [first.step, first.preempted],
-        "step": second.step,
-    }
-    weights = {"straight": straight.trainer.whole_model(), "resumed": resumed.trainer.whole_model()}
-    return report, {k: None if m is None else m.state_dict() for k, m in weights.items()}
+    report: dict[str, Any] = {"world": world, "losses": straight.losses}
+    other = "ddp" if args.parallel == "fsdp" else "fsdp"
+    resumed = {}
+    for name, parallel in (("same", args.parallel), ("other", other)):
+        stopped = Run(args, rank, world, args.storage / name, parallel=parallel, stop_at=args.stop_at)
+        first = stopped.trainer.fit()
+        resumed[name] = Run(args, rank, world, args.storage / name)
+        report["step"] = resumed[name].trainer.fit(resume="auto").step
+        report[name] = {
+            "losses": stopped.losses + resumed[name].losses,
+            "stopped": [first.step, first.preempted],
+        }
+    whole = {"straight": straight.trainer.whole_model(), "resumed": resumed["same"].trainer.whole_model()}
+    return report, {k: None if m is None else m.state_dict() for k, m in whole.items()}
 
 
 if __name__ == "__main__":

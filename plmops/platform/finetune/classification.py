@@ -50,7 +50,9 @@ class ClassificationTask:
 
     auto_model = AutoModelForSequenceClassification
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]
+    ) -> None:
         self.tokenizer, self.hparams, self.labels = tokenizer, hparams, labels
         self.label2id = {label: i for i, label in enumerate(labels)}
 
@@ -76,6 +78,8 @@ class ClassificationTask:
         )
         return [self.labels[int(i)] for i in ids]
 
-    def score(self, predictions: Sequence[str], examples: Sequence[ClassificationExample]) -> dict[str, float]:
+    def score(
+        self, predictions: Sequence[str], examples: Sequence[ClassificationExample]
+    ) -> dict[str, float]:
         gold = [e.label for e in examples]
         return {"accuracy": accuracy(predictions, gold), "macro_f1": macro_f1(predictions, gold, self.labels)}

@@ -172,7 +172,14 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, hparams.epochs + 1):
         result.train_seconds += _epoch(
-            model, rows, hparams.batch_size, generator, optimizer, scheduler, pad_id, f"{where}, epoch {epoch}"
+            model,
+            rows,
+            hparams.batch_size,
+            generator,
+            optimizer,
+            scheduler,
+            pad_id,
+            f"{where}, epoch {epoch}",
         )
         result.epochs_run, result.rows_seen = epoch, result.rows_seen + len(rows)
         if evaluate is None:

@@ -38,7 +38,9 @@ def align_labels(word_ids: WordIds, tags: Sequence[str], label2id: Mapping[str, 
     return labels
 
 
-def word_tags(rows: Sequence[tuple[WordIds, Sequence[int]]], n_words: int, id2label: Sequence[str]) -> list[str]:
+def word_tags(
+    rows: Sequence[tuple[WordIds, Sequence[int]]], n_words: int, id2label: Sequence[str]
+) -> list[str]:
     """A sentence's word tags from its rows' (word ids, predicted label id per token); a word with no
     first sub-token in any row is tagged O."""
     tags = ["O"] * n_words
@@ -108,7 +110,9 @@ class NERTask:
 
     auto_model = AutoModelForTokenClassification
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]
+    ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(f"NER needs a fast tokenizer (word ids), got {type(tokenizer).__name__}")
         self.tokenizer, self.hparams = tokenizer, hparams
@@ -116,12 +120,18 @@ class NERTask:
         self.label2id = {tag: i for i, tag in enumerate(self.tags)}
 
     def head_config(self) -> dict[str, Any]:
-        return {"num_labels": len(self.tags), "id2label": dict(enumerate(self.tags)), "label2id": dict(self.label2id)}
+        return {
+            "num_labels": len(self.tags),
+            "id2label": dict(enumerate(self.tags)),
+            "label2id": dict(self.label2id),
+        }
 
     def encode(self, examples: Sequence[TaggedSentence], train: bool) -> Encoded:
         return encode_ner(examples, self.tokenizer, self.hparams.max_length, self.label2id)
 
-    def predict(self, model: torch.nn.Module, encoded: Encoded, examples: Sequence[TaggedSentence]) -> list[list[str]]:
+    def predict(
+        self, model: torch.nn.Module, encoded: Encoded, examples: Sequence[TaggedSentence]
+    ) -> list[list[str]]:
         predicted = predict_rows(
             model,
             encoded.rows,

@@ -69,7 +69,9 @@ class MRCTask:
 
     auto_model = AutoModelForQuestionAnswering
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, hparams: HyperParameters, labels: list[str]
+    ) -> None:
         self.tokenizer, self.hparams = tokenizer, hparams
 
     def head_config(self) -> dict[str, Any]:
@@ -93,10 +95,17 @@ class MRCTask:
         for row, values in enumerate(logits):
             start[row, : len(values)], end[row, : len(values)] = values[:, 0], values[:, 1]
         answers = decode_spans(
-            start, end, features, examples, n_best=self.hparams.n_best, max_answer_length=self.hparams.max_answer_length
+            start,
+            end,
+            features,
+            examples,
+            n_best=self.hparams.n_best,
+            max_answer_length=self.hparams.max_answer_length,
         )
         return [answers[e.qid] for e in examples]
 
     def score(self, predictions: Sequence[str], examples: Sequence[MRCExample]) -> dict[str, float]:
-        result = squad_scores({e.qid: p for e, p in zip(examples, predictions)}, {e.qid: e.answers for e in examples})
+        result = squad_scores(
+            {e.qid: p for e, p in zip(examples, predictions)}, {e.qid: e.answers for e in examples}
+        )
         return {"em": result["em"], "f1": result["f1"]}

@@ -31,14 +31,14 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-import plmops.platform.models  # noqa: F401  (registers the plmops model with the Auto classes)
+import plmops.platform.models  # registers the plmops model with the Auto classes)
 import plmops.platform.tokenization  # noqa: F401  (registers PlmopsTokenizer with AutoTokenizer)
 from plmops.platform.finetune.classification import ClassificationTask
 from plmops.platform.finetune.datasets import (
@@ -135,11 +135,24 @@ class TaskResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as text, seeds as keys), for run logs and experiment trackers."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["reports"] = {name: _report_dict(report) for name, report in self.reports.items()}
+        data["majority"] = None if self.majority is None else asdict(self.majority)
         data["model_dir"] = str(self.model_dir)
         data["main_metric"] = self.main_metric
         data["summary"] = self.summary()
         return data
+
+
+def _report_dict(report: SkipReport) -> dict[str, Any]:
+    return {
+        "where": report.where,
+        "available": report.available,
+        "kept": report.kept,
+        "skipped": dict(report.skipped),
+        "noted": dict(report.noted),
+        "places": {reason: list(places) for reason, places in report.places.items()},
+    }
 
 
 @dataclass
@@ -173,12 +186,15 @@ def run_task(
     """Fine-tune `model_dir` on `spec` once per seed; the best seed's model is saved to `output_dir`
     (replaced if present). `model_name` labels the result (default: the folder's name)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    output_dir = Path(output_dir)
+    if output_dir.resolve() in (Path(model_dir).resolve(), *Path(model_dir).resolve().parents):
+        raise ValueError(f"{spec.name}: output_dir {output_dir} would replace the encoder folder {model_dir}")
+    spec = fit_to_model(spec, model_dir)
     source = training_task(spec, config_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     labels = resolve_labels(source, data_root)
     kind = task_kind(spec, tokenizer, labels)
     splits = _read_splits(spec, source, data_root, kind)
-    output_dir = Path(output_dir)
     runs: dict[int, _SeedRun] = {}
     best_seed, best_key = spec.hparams.seeds[0], None
     for seed in spec.hparams.seeds:
@@ -187,15 +203,33 @@ def run_task(
         key = max(runs[seed].dev_scores) if "dev" in splits else runs[seed].scores[MAIN_METRIC[spec.metric]]
         if best_key is None or key > best_key:
             best_seed, best_key = seed, key
-            save_finetuned(model, tokenizer, output_dir, _run_record(spec, source, model_dir, seed, runs[seed]))
+            save_finetuned(
+                model, tokenizer, output_dir, _run_record(spec, source, model_dir, seed, runs[seed])
+            )
         logger.info("%s seed %d: test %s", spec.name, seed, runs[seed].scores)
         del model
-    return _result(spec, source, model_dir, model_name, splits, runs, best_seed, output_dir, labels, data_root)
+    return _result(spec, source, model_dir, model_name, splits, runs, best_seed, output_dir, labels)
 
 
-def _read_splits(spec: TaskSpec, source: TaskSpec, data_root: str | Path, kind: TaskKind) -> dict[str, _Split]:
+def fit_to_model(spec: TaskSpec, model_dir: str | Path) -> TaskSpec:
+    """The task with `max_length` cut to the encoder's position table (a tiny model has 128 positions
+    where a task file asks 512): windows, truncation and chunking then follow the model's limit."""
+    positions = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", None)
+    if positions is None or spec.hparams.max_length <= positions:
+        return spec
+    logger.warning("%s: max_length %d cut to the model's %d positions", spec.name, spec.hparams.max_length, positions)
+    return spec.model_copy(update={"hparams": spec.hparams.model_copy(update={"max_length": positions})})
+
+
+def _read_splits(
+    spec: TaskSpec, source: TaskSpec, data_root: str | Path, kind: TaskKind
+) -> dict[str, _Split]:
     """train and dev from the training task, test from the task itself, each encoded once for all seeds."""
-    wanted = [("train", source), *([("dev", source)] if source.splits.dev is not None else []), ("test", spec)]
+    wanted = [
+        ("train", source),
+        *([("dev", source)] if source.splits.dev is not None else []),
+        ("test", spec),
+    ]
     splits = {}
     for name, owner in wanted:
         examples, report = read_split(owner, name, data_root)
@@ -225,7 +259,13 @@ def _run_seed(
 
     train = splits["train"]
     fitted = fit(
-        model, train.encoded.rows, spec.hparams, seed, pad_id, evaluate if dev else None, f"{spec.name} seed {seed}"
+        model,
+        train.encoded.rows,
+        spec.hparams,
+        seed,
+        pad_id,
+        evaluate if dev else None,
+        f"{spec.name} seed {seed}",
     )
     test = splits["test"]
     start = time.perf_counter()
@@ -242,7 +282,9 @@ def _run_seed(
     )
 
 
-def _run_record(spec: TaskSpec, source: TaskSpec, model_dir: str | Path, seed: int, run: _SeedRun) -> dict[str, Any]:
+def _run_record(
+    spec: TaskSpec, source: TaskSpec, model_dir: str | Path, seed: int, run: _SeedRun
+) -> dict[str, Any]:
     return {
         "task": spec.name,
         "trained_on": source.name,
@@ -276,7 +318,6 @@ def _result(
     best_seed: int,
     output_dir: Path,
     labels: list[str],
-    data_root: str | Path,
 ) -> TaskResult:
     seeds = list(spec.hparams.seeds)
     majority = None
@@ -326,7 +367,9 @@ def _majority(train: Sequence[Example], test: Sequence[Example], labels: list[st
     label = max(labels, key=lambda x: (counts[x], -labels.index(x)))
     gold = [e.label for e in test if isinstance(e, ClassificationExample)]
     predicted = [label] * len(gold)
-    return Majority(label, {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)})
+    return Majority(
+        label, {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)}
+    )
 
 
 def evaluate_folder(
@@ -357,4 +400,3 @@ def _check_head(model: PreTrainedModel, kind: TaskKind, folder: str | Path) -> N
     found = {int(k): v for k, v in (model.config.id2label or {}).items()}
     if expected is not None and found != expected:
         raise ValueError(f"{folder}: the model's labels {found} are not the task's {expected}")
-

@@ -3,15 +3,16 @@
 Layout under the storage root, one folder per checkpoint:
 
     step-000100/model/config.json, model.safetensors   (save_pretrained: from_pretrained opens it)
-    step-000100/optimizer.pt, scheduler.pt              (state dicts)
+    step-000100/optimizer.pt, scheduler.pt              (state dicts; the optimizer's by parameter name)
     step-000100/ranks.pt                                (per rank: RNG states and data position)
     step-000100/trainer.json                            (config and step; written last = complete)
     latest                                              (text: the newest complete folder)
 
 `latest` is replaced only after its folder is complete, and every write is atomic, so a run killed at
 any moment resumes from the last whole checkpoint. Weights and optimizer state are stored whole and keyed
-by parameter name whether the run was plain, DDP or FSDP (sharded): a checkpoint of one resumes in any. The storage is duck-typed (the `Storage` protocol):
-callers pass plmops.infra's storage (`open_storage("ckpt/")` or `open_storage("s3://bucket/run")`).
+by parameter name whether the run was plain, DDP or FSDP (sharded), so a checkpoint written in one mode
+resumes in another. The storage is duck-typed (the `Storage` protocol): callers pass plmops.infra's
+storage (`open_storage("ckpt/")` or `open_storage("s3://bucket/run")`).
 Everything is read back with `torch.load(weights_only=True)`: no pickled code runs on resume.
 """
 
@@ -246,13 +247,16 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], folder: str)
         saved = next((state[name] for name in names if name in state), None)
         if saved is not None:
             state.update({name: saved for name in names})
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    expected = list(model.state_dict())
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(
             f"checkpoint {folder}: weights do not fit the model (missing {missing}, unexpected {unexpected})"
         )
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    # In the model's order: under FSDP every key is scattered in turn, and safetensors hands the keys
+    # back in a different order in each process.
+    ordered = {name: state[name] for name in expected}
+    set_model_state_dict(model, ordered, options=StateDictOptions(full_state_dict=True))
 
 
 def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, where: str) -> None:
