@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from prefect import flow
 from prefect.context import FlowRunContext
+from prefect.events import emit_event
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from plmops.infra import kubernetes as k8s
@@ -183,7 +184,22 @@ def _finish(recipe, corpus, model, tokenizer, held_out, store: Storage, result: 
         name = recipe.registry.model_name if recipe.registry else None
         version = tracking.log_encoder(tmp, name, tags)
     registered = f"models:/{name}/{version}" if version else None
+    if version:
+        announce_version(name, version, result)
     return PretrainResult(**{**asdict(result), "eval": scores, "model_uri": model_uri, "registered": registered})
+
+
+MODEL_REGISTERED = "plmops.model.version.registered"
+
+
+def announce_version(name: str, version: str, result: PretrainResult) -> None:
+    """A Prefect event per new pretrained version: the evaluate deployment (prefect.yaml) scores it."""
+    emit_event(
+        event=MODEL_REGISTERED,
+        resource={"prefect.resource.id": f"plmops.model.{name}", "prefect.resource.name": name},
+        payload={"name": name, "version": version, "uri": f"models:/{name}/{version}", "corpus": result.corpus,
+                 "steps": result.step, "mlflow_run_id": result.mlflow_run_id},
+    )
 
 
 def _log_curve(run_id: str) -> None:

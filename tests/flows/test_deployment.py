@@ -109,3 +109,30 @@ def test_a_new_corpus_version_triggers_pretraining_on_it(prefect_server, tmp_pat
         time.sleep(1)
     assert runs, "no pretrain-local flow run was triggered by the new corpus version"
     assert runs[0].parameters["overrides"] == [f"corpus.version={result.version}"]
+
+
+def test_a_new_encoder_version_triggers_its_evaluation(prefect_server, tmp_path):
+    """The pretrain flow's registry event fires evaluate-new-encoders with that version as the model."""
+    env = _env(prefect_server, tmp_path / "home")
+    _run([*PREFECT, "work-pool", "create", "plmops-process", "--type", "process", "--overwrite"], env)
+    _run([*PREFECT, "--no-prompt", "deploy", "--name", "evaluate-new-encoders"], env)
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from plmops.flows.pretrain import PretrainResult, announce_version
+
+    announce_version("plmops-tiny-wwm", "7", PretrainResult("run", "demo@v1", 10, 100, False))
+
+    async def triggered_runs() -> list:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["evaluate-new-encoders"]))
+            )
+
+    deadline = time.monotonic() + 90
+    while not (runs := asyncio.run(triggered_runs())) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert runs, "no evaluate flow run was triggered by the new model version"
+    assert runs[0].parameters["models"] == ["models:/plmops-tiny-wwm/7"]
+    assert runs[0].parameters["suite"] == ["zh-small"]

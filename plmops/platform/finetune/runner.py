@@ -52,7 +52,7 @@ from plmops.platform.finetune.datasets import (
 from plmops.platform.finetune.engine import Encoded, fit
 from plmops.platform.finetune.metrics import accuracy, format_max_mean, macro_f1, max_mean
 from plmops.platform.finetune.ner import NERTask
-from plmops.platform.finetune.qa import MRCTask
+from plmops.platform.finetune.qa import MRCTask, max_query_length
 from plmops.platform.finetune.taskspec import DEFAULT_CONFIG_DIR, TaskSpec, training_task
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,11 @@ def fit_to_model(spec: TaskSpec, model_dir: str | Path) -> TaskSpec:
     if positions is None or spec.hparams.max_length <= positions:
         return spec
     logger.warning("%s: max_length %d cut to the model's %d positions", spec.name, spec.hparams.max_length, positions)
-    return spec.model_copy(update={"hparams": spec.hparams.model_copy(update={"max_length": positions})})
+    update: dict[str, Any] = {"max_length": positions}
+    if spec.type == "mrc":  # windows must still overlap by less than their context room
+        room = positions - max_query_length(positions) - 3
+        update["doc_stride"] = min(spec.hparams.doc_stride, room // 2)
+    return spec.model_copy(update={"hparams": spec.hparams.model_copy(update=update)})
 
 
 def _read_splits(
