@@ -214,10 +214,10 @@ def test_dry_run_prints_manifests_that_validate_strictly(tmp_path, corpus):
     ("sets", "code", "message"),
     [
         (["train.lr=-1"], 2, "train.lr"),
-        (["objective={wwm: 1, sop: 1}", "data.packing=false"], 1, "sentence-order pairs"),
+        (["data.languages=[xx]"], 1, "data.languages: ['xx'] not in corpus small@"),
         (["corpus.name=nothing-here"], 1, "run `plmops ingest --name nothing-here"),
     ],
-    ids=["invalid-field", "not-built", "no-corpus"],
+    ids=["invalid-field", "unknown-language", "no-corpus"],
 )
 def test_errors_exit_with_a_message_naming_the_problem(prefect_server, corpus, tmp_path, sets, code, message):
     recipe = _recipe(tmp_path, corpus)

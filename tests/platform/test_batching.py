@@ -18,8 +18,10 @@ from plmops.platform.pretraining.batching import (
     BatchMaker,
     Documents,
     Example,
+    SopExample,
     collate,
     encode,
+    encode_pairs,
     pack,
 )
 from plmops.platform.text.segment import segment_batch
@@ -301,11 +303,159 @@ def test_a_maker_draws_from_its_own_seeded_generator(tokenizer, examples):
     assert not torch.equal(first(rows)["labels"], a["labels"])  # the next batch draws anew
 
 
-def test_config_and_maker_refuse_bad_settings(tokenizer):
+def test_config_and_maker_refuse_bad_settings(tokenizer, examples):
     with pytest.raises(ValueError, match="objective must be one of"):
         BatchConfig(objective="span")
     with pytest.raises(ValueError, match="objective 'mac' needs `similar`"):
         maker(tokenizer, objective="mac")
+    with pytest.raises(ValueError, match="sop needs packing=False.*got packing=True"):
+        BatchConfig(sop=True)
+    with pytest.raises(ValueError, match="sop needs .*objective='pert'"):
+        BatchConfig(sop=True, packing=False, objective="pert")
+    with pytest.raises(ValueError, match=r"one SopExample; rows \[0\]"):
+        sop_maker(tokenizer)([[examples[0]]])
+
+
+# --- sentence-order pairs ----------------------------------------------------------------------------
+
+TERMINATORS = "。！？；…"
+
+
+@pytest.fixture(scope="module")
+def pairs(rows, tokenizer) -> list[SopExample]:
+    return encode_pairs(rows, tokenizer, MAX_LEN)
+
+
+def sop_maker(tokenizer, similar=None, **config) -> BatchMaker:
+    return maker(tokenizer, similar, packing=False, sop=True, **config)
+
+
+def test_pairs_are_consecutive_windows_of_each_document_cut_between_words(rows, tokenizer, pairs):
+    assert {p.row for p in pairs} == set(range(len(rows)))
+    for r in (0, 7, 19, 20, 150):  # paragraphs (several windows each) and titles
+        enc = tokenizer(rows[r]["text"], add_special_tokens=False, return_offsets_mapping=True)
+        full_words = np.array(word_ids_from_offsets(enc["offset_mapping"], rows[r]["word_offsets"]))
+        windows = sorted((p for p in pairs if p.row == r), key=lambda p: p.token_start)
+        tokens = [np.concatenate([w.first.input_ids, w.second.input_ids]) for w in windows]
+        assert np.concatenate(tokens).tolist() == enc["input_ids"]  # nothing lost, nothing repeated
+        for window in windows:
+            assert len(window) <= MAX_LEN and window.second is not None
+            cut = window.token_start + len(window.first.input_ids)
+            assert full_words[cut] != full_words[cut - 1]  # the segments meet between two words
+            first_words, second_words = len(window.first.words), len(window.second.words)
+            start = full_words[window.token_start]
+            span = rows[r]["word_offsets"][start : start + first_words + second_words]
+            assert [*window.first.words, *window.second.words] == [rows[r]["text"][a:b] for a, b in span]
+            assert window.first.word_ids[0] == 0 and window.second.word_ids[0] == 0
+
+
+def test_pairs_cut_at_a_sentence_end_when_one_lies_in_the_middle(tokenizer, pairs, rows):
+    hand = {
+        "text": "今天天气很好。我们去公园散步吧。",
+        "word_offsets": [
+            [0, 2],
+            [2, 4],
+            [4, 5],
+            [5, 6],
+            [6, 7],
+            [7, 9],
+            [9, 10],
+            [10, 12],
+            [12, 14],
+            [14, 15],
+            [15, 16],
+        ],
+    }
+    (pair,) = encode_pairs([hand], tokenizer, MAX_LEN)
+    assert "".join(pair.first.words) == "今天天气很好。"
+    assert "".join(pair.second.words) == "我们去公园散步吧。"
+    # At 256 tokens a Wikipedia window nearly always holds a sentence end in its middle half (at
+    # MAX_LEN = 64 many of its sentences are longer than a window); a title is cut near its middle.
+    paragraphs = encode_pairs(rows[:20], tokenizer, 256)
+    ends = [p.first.words[-1][-1] in TERMINATORS for p in paragraphs]
+    assert len(ends) > 40 and sum(ends) > 0.9 * len(ends)
+    title_cuts = [len(p.first.input_ids) / (len(p) - 3) for p in pairs if p.row >= 20 and p.second]
+    assert 0.4 < float(np.median(title_cuts)) < 0.6
+
+
+def test_a_document_of_one_word_is_a_single_segment_with_no_order_target(tokenizer):
+    rows = [{"text": "北京", "word_offsets": [[0, 2]]}, {"text": " ", "word_offsets": []}]
+    (alone,) = encode_pairs(rows, tokenizer, MAX_LEN)
+    assert alone.second is None and len(alone) == len(alone.first.input_ids) + 2
+    batch = sop_maker(tokenizer, objective="mlm")([[alone]])
+    assert batch["sentence_order_label"].tolist() == [IGNORE_INDEX]
+    assert batch["token_type_ids"].eq(0).all()
+
+
+def test_sop_batches_swap_half_the_pairs_and_mark_the_segments(tokenizer, pairs):
+    batcher = sop_maker(tokenizer, objective="wwm", seed=4)
+    rows = batcher.rows(pairs)
+    assert all(len(row) == 1 for row in rows)
+    labels, checked = [], 0
+    for start in [*range(0, len(rows), 16)] * 2:  # every pair twice: the swaps are drawn anew
+        chunk = rows[start : start + 16]
+        batch = batcher(chunk)
+        assert set(batch) == {
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+            "sentence_order_label",
+            "labels",
+        }
+        restored = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], batch["input_ids"])
+        for r, ((p,), label) in enumerate(zip(chunk, batch["sentence_order_label"].tolist())):
+            a, b = (p.second, p.first) if label == 1 else (p.first, p.second)
+            n = len(p)
+            want = [
+                tokenizer.cls_token_id,
+                *a.input_ids,
+                tokenizer.sep_token_id,
+                *b.input_ids,
+                tokenizer.sep_token_id,
+            ]
+            assert restored[r, :n].tolist() == want
+            assert batch["token_type_ids"][r].tolist() == [0] * (len(a.input_ids) + 2) + [1] * (
+                len(b.input_ids) + 1
+            ) + [0] * (batch["input_ids"].shape[1] - n)
+            assert batch["attention_mask"][r].sum() == n
+            checked += 1
+        labels += batch["sentence_order_label"].tolist()
+    assert checked == 2 * len(rows) > 900 and abs(np.mean(labels) - 0.5) < 0.06  # 3.7 standard deviations
+    first, again = (sop_maker(tokenizer, objective="wwm", seed=4)(rows[:16]) for _ in range(2))
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the seed decides swaps and masks
+
+
+@pytest.mark.parametrize("objective", ["wwm", "mac"])
+def test_masking_on_sop_rows_takes_whole_words_of_the_right_segment(tokenizer, similar, pairs, objective):
+    batcher = sop_maker(tokenizer, similar, objective=objective, seed=2)
+    rows = batcher.rows(pairs[:64])
+    collated = batcher.collate(rows, torch.Generator().manual_seed(9))
+    out = batcher.apply(collated, torch.Generator().manual_seed(10))
+    word_ids, chosen = collated["word_ids"], out["labels"] != IGNORE_INDEX
+    assert chosen.any() and (word_ids[chosen] >= 0).all()  # never [CLS], [SEP] or padding
+    for r in range(len(rows)):
+        tokens = tokenizer.convert_ids_to_tokens(collated["input_ids"][r].tolist())
+        for wid in set(word_ids[r].tolist()) - {-1}:
+            at = word_ids[r] == wid
+            assert chosen[r][at].all() or not chosen[r][at].any()  # whole words
+            parts = [t.removeprefix("##") for t, w in zip(tokens, at.tolist()) if w]
+            if "[UNK]" not in parts:
+                assert "".join(parts) == collated["words"][r][wid].lower()  # the word the id names
+    if objective == "mac":  # words become similar words of the word in their slot, swapped rows too
+        assert not (out["input_ids"][chosen] == tokenizer.mask_token_id).any()
+        similar_rows = set()
+        for r in range(len(rows)):
+            for wid in set(word_ids[r][chosen[r]].tolist()):
+                at = word_ids[r] == wid
+                new = "".join(
+                    t.removeprefix("##") for t in tokenizer.convert_ids_to_tokens(out["input_ids"][r][at])
+                )
+                if new != collated["words"][r][wid] and new in similar.source.similar(
+                    collated["words"][r][wid]
+                ):
+                    similar_rows.add(r)
+        swapped = set(torch.nonzero(collated["sentence_order_label"] == 1).flatten().tolist())
+        assert len(similar_rows) >= 20 and similar_rows & swapped
 
 
 # --- the model on a made batch ------------------------------------------------------------------------
@@ -347,3 +497,21 @@ def test_pretraining_pointer_loss_on_a_packed_pert_batch(tokenizer, examples):
     )  # every target is a same-document key
     out.loss.backward()
     assert model.get_parameter("cls.pointer.query.weight").grad.abs().sum() > 0
+
+
+def test_pretraining_takes_an_sop_batch_as_it_is(tokenizer, pairs):
+    torch.manual_seed(0)
+    model = PlmopsForPreTraining(tiny(tokenizer, use_sop_head=True))
+    batch = sop_maker(tokenizer, objective="wwm")(
+        [[p] for p in pairs[:15]]
+        + [[encode_pairs([{"text": "北京", "word_offsets": [[0, 2]]}], tokenizer, 8)[0]]]
+    )
+    assert batch["sentence_order_label"][-1] == IGNORE_INDEX
+    out = model(**batch)
+    assert out.seq_relationship_logits.shape == (16, 2) and out.mlm_loss is not None
+    expected = torch.nn.functional.cross_entropy(
+        out.seq_relationship_logits[:15], batch["sentence_order_label"][:15]
+    )
+    assert torch.allclose(out.sop_loss, expected)  # the uncut row is left out of the order loss
+    out.loss.backward()
+    assert model.get_parameter("cls.seq_relationship.weight").grad.abs().sum() > 0

@@ -35,6 +35,7 @@ from plmops.platform.pretraining import (
 )
 from plmops.platform.pretraining.masking import ngram_units
 from plmops.platform.pretraining.pert import permute
+from plmops.platform.pretraining.sop import pair_windows, split_point
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 VOCAB = VocabInfo(5000, MASK, (PAD, UNK, CLS, SEP, MASK))
@@ -458,7 +459,7 @@ def test_sop_swaps_half_the_pairs_and_labels_them():
     out = sop([(a, b)] * 400, SpecialIds(CLS, SEP, PAD), 16, gen(10))
     in_order = torch.tensor([CLS, 10, 11, 12, SEP, 20, 21, SEP])
     swapped = torch.tensor([CLS, 20, 21, SEP, 10, 11, 12, SEP])
-    label = out["sop_label"]
+    label = out["sentence_order_label"]
     assert torch.equal(out["input_ids"][label == 0], in_order.expand(int((label == 0).sum()), -1))
     assert torch.equal(out["input_ids"][label == 1], swapped.expand(int(label.sum()), -1))
     assert 0.43 < float(label.float().mean()) < 0.57
@@ -473,7 +474,7 @@ def test_sop_swaps_half_the_pairs_and_labels_them():
         "丙",
     ]
     masked = wwm(out, VOCAB, gen(11))
-    assert torch.equal(masked["sop_label"], label) and torch.equal(
+    assert torch.equal(masked["sentence_order_label"], label) and torch.equal(
         masked["token_type_ids"], out["token_type_ids"]
     )
 
@@ -490,6 +491,64 @@ def test_sop_truncates_the_longer_segment_and_pads():
     assert out["word_ids"][1].tolist() == [-1, 0, 0, -1, 1, 1, -1] + [-1] * 5
     with pytest.raises(ValueError, match="pair 0, segment B: empty"):
         sop([(long, Segment([], [], []))], SpecialIds(CLS, SEP, PAD), 12, gen(0))
+
+
+def test_split_point_prefers_a_middle_sentence_boundary_then_the_middle_word_boundary():
+    words = np.array([0, 0, 1, 2, 2, 3, 4, 5, 5, 6])  # 10 tokens, 7 words
+    # A sentence boundary at token 3 lies in the middle half [2.5, 7.5]: taken although 5 is nearer.
+    assert split_point(words, np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])) == 3
+    # Boundaries at 2 and 8 lie outside it: the word boundary nearest the middle (5) wins.
+    assert split_point(words, np.array([0, 0, 1, 1, 1, 1, 1, 1, 2, 2])) == 5
+    assert split_point(words, np.zeros(10, dtype=int)) == 5
+    # Two middle sentence boundaries: the nearer to the middle; one inside a word does not count.
+    assert split_point(words, np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])) == 6
+    assert split_point(words, np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])) == 5
+    # One word cannot be cut; a token in no word (-1) is a boundary on both sides.
+    assert split_point(np.array([0, 0, 0]), np.zeros(3, dtype=int)) is None
+    assert split_point(np.array([0, 0, -1, 1]), np.zeros(4, dtype=int)) == 2
+    with pytest.raises(ValueError, match="3 word ids but 2 sentence ids"):
+        split_point(np.array([0, 1, 2]), np.array([0, 0]))
+
+
+def test_pair_windows_share_a_document_evenly_and_end_at_sentence_ends():
+    one_sentence = np.zeros(10, dtype=int)
+    # 10 one-token words in windows of 4: three windows, as even as they come (greedy would leave 2).
+    assert pair_windows(np.arange(10), one_sentence, 4) == [(0, 4), (4, 7), (7, 10)]
+    assert pair_windows(np.arange(10), one_sentence, 10) == [(0, 10)]
+    # A sentence starting at 5 ends the first of two windows of capacity 6 (share 5) ...
+    assert pair_windows(np.arange(10), np.repeat([0, 1], 5), 6) == [(0, 5), (5, 10)]
+    assert pair_windows(np.arange(10), np.repeat([0, 1], [4, 6]), 6) == [(0, 4), (4, 10)]
+    # ... but not one at 2 (less than half a share), nor at 8 (less than half a share after it).
+    assert pair_windows(np.arange(10), np.repeat([0, 1], [2, 8]), 6) == [(0, 5), (5, 10)]
+    assert pair_windows(np.arange(10), np.repeat([0, 1], [8, 2]), 8) == [(0, 5), (5, 10)]
+    assert pair_windows(np.arange(10), np.repeat([0, 1], [7, 3]), 8) == [(0, 7), (7, 10)]
+    # A word longer than a window is cut inside; otherwise cuts fall between words.
+    words = np.array([0] * 8 + [1, 2])
+    assert pair_windows(words, one_sentence, 4) == [(0, 4), (4, 7), (7, 10)]
+    assert pair_windows(np.repeat(np.arange(5), 2), one_sentence, 4) == [(0, 4), (4, 6), (6, 10)]
+
+
+def test_sop_takes_an_uncut_segment_alone_and_keeps_tokens_in_no_word():
+    a = Segment([10, 11], [0, 0], ["甲"])
+    b = Segment([20, 21, 22], [0, -1, 1], ["乙", "丙"])
+    whole = Segment([30, 31, 32], [0, 0, 0], ["丁丁丁"])
+    out = sop(
+        [(a, b), (whole, None)], SpecialIds(CLS, SEP, PAD), 16, gen(1), swap_prob=0.0, pad_to_multiple_of=4
+    )
+    assert out["input_ids"].tolist() == [
+        [CLS, 10, 11, SEP, 20, 21, 22, SEP],
+        [CLS, 30, 31, 32, SEP, PAD, PAD, PAD],
+    ]
+    assert out["word_ids"].tolist() == [[-1, 0, 0, -1, 1, -1, 2, -1], [-1, 0, 0, 0, -1, -1, -1, -1]]
+    assert out["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1], [0] * 8]
+    assert out["sentence_order_label"].tolist() == [0, IGNORE_INDEX]
+    assert out["words"] == [["甲", "乙", "丙"], ["丁丁丁"]]
+    # A whole segment still draws its swap, so the other rows' swaps do not depend on it.
+    drawn = sop([(a, b), (whole, None), (a, b)], SpecialIds(CLS, SEP, PAD), 16, gen(5))[
+        "sentence_order_label"
+    ]
+    alone = sop([(a, b), (a, b), (a, b)], SpecialIds(CLS, SEP, PAD), 16, gen(5))["sentence_order_label"]
+    assert drawn[[0, 2]].tolist() == alone[[0, 2]].tolist()
 
 
 # --- determinism --------------------------------------------------------------------------------------
@@ -554,8 +613,14 @@ def test_fast_mlm_group_vocab_drives_the_restricted_head():
     from plmops.platform.models import PlmopsConfig, PlmopsForMaskedLM
 
     torch.manual_seed(13)
-    config = PlmopsConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=32, max_position_embeddings=16)
+    config = PlmopsConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     model = PlmopsForMaskedLM(config).eval()
     input_ids = torch.tensor([[2, 7, 9, 30, 3]])
     labels = torch.tensor([[-100, 30, -100, 7, -100]])

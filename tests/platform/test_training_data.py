@@ -13,10 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from plmops.platform.pretraining.batching import BatchConfig, encode
+from plmops.platform.pretraining.batching import BatchConfig, encode, encode_pairs
+from plmops.platform.pretraining.cino import corpus_vocab, group_vocab
 from plmops.platform.text.corpus import CORPUS_SCHEMA
 from plmops.platform.text.segment import encode_spans, segment_batch
 from plmops.platform.training import MixedRows, ShuffledRows, StreamConfig, TrainingStream
+from plmops.platform.training.data import Holdout, LanguageBatches, LanguageDraws, part_texts
 
 MAX_LEN = 64
 SHARD_ROWS = (150, 90, 120)  # uneven shards, several row groups each
@@ -88,14 +90,12 @@ def shard_paths(corpus) -> list[str]:
     return [str(root / p) for p in paths]
 
 
-def stream(corpus, tokenizer, objective: str = "wwm", **config) -> TrainingStream:
+def stream(corpus, tokenizer, objective: str = "wwm", sop: bool = False, **config) -> TrainingStream:
+    """The stream under test; `objective` "wwm+sop" means wwm on sentence-order pairs."""
     settings = {"batch_size": 8, "shuffle_buffer": 100, "chunk_rows": 64, "epochs": 2, "seed": 3, **config}
-    return TrainingStream.from_shards(
-        shard_paths(corpus),
-        tokenizer,
-        BatchConfig(objective=objective, max_len=MAX_LEN),
-        StreamConfig(**settings),
-    )
+    masking, _, pairs = objective.partition("+")
+    batch = BatchConfig(objective=masking, max_len=MAX_LEN, packing=not pairs, sop=bool(pairs))
+    return TrainingStream.from_shards(shard_paths(corpus), tokenizer, batch, StreamConfig(**settings))
 
 
 def refs(rows: ShuffledRows) -> list[tuple[int, int]]:
@@ -165,7 +165,9 @@ def test_every_document_is_batched_once_per_epoch(corpus, tokenizer):
     assert {"input_ids", "document_ids", "labels"} == set(batches[0])
 
 
-@pytest.mark.parametrize("objective, where", [("wwm", (0.1, 0.55, 1.0)), ("pert", (0.55,))])
+@pytest.mark.parametrize(
+    "objective, where", [("wwm", (0.1, 0.55, 1.0)), ("pert", (0.55,)), ("wwm+sop", (0.1, 0.55, 1.0))]
+)
 def test_resuming_from_a_checkpoint_yields_the_same_batches_bit_for_bit(corpus, tokenizer, objective, where):
     whole = list(stream(corpus, tokenizer, objective))
     assert len(whole) > 40  # 0.1: within the first chunks; 0.55: reading epoch 2; 1.0: draining the buffer
@@ -179,6 +181,30 @@ def test_resuming_from_a_checkpoint_yields_the_same_batches_bit_for_bit(corpus, 
         resumed = stream(corpus, tokenizer, objective)
         resumed.load_state_dict(torch.load(saved, weights_only=True))
         assert_same_batches(list(resumed), whole[k:])
+
+
+def test_sop_stream_holds_every_window_of_every_document_once_per_epoch(corpus, tokenizer):
+    _, _, rows = corpus
+    batches = list(stream(corpus, tokenizer, "mlm+sop", epochs=1))
+    assert {"input_ids", "attention_mask", "token_type_ids", "sentence_order_label", "labels"} == set(
+        batches[0]
+    )
+    pairs = encode_pairs(rows, tokenizer, MAX_LEN)
+    assert sum(len(b["input_ids"]) for b in batches) == len(pairs) > len(rows)  # paragraphs: several
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == sum(len(p) for p in pairs)
+    labels = torch.cat([b["sentence_order_label"] for b in batches])
+    uncut = sum(p.second is None for p in pairs)
+    assert (
+        int((labels == -100).sum()) == uncut and abs(float(labels[labels >= 0].float().mean()) - 0.5) < 0.08
+    )
+    # [CLS] A [SEP] is type 0 and B [SEP] type 1, whichever of the two segments comes first
+    types = [
+        (int(((t == 0) & (m == 1)).sum()) - 2, int(t.sum()) - 1)
+        for b in batches
+        for t, m in zip(b["token_type_ids"], b["attention_mask"])
+    ]
+    want = [(len(p.first.input_ids), len(p.second.input_ids)) for p in pairs if p.second is not None]
+    assert sorted(sorted(t) for t in types if t[1] >= 0) == sorted(sorted(w) for w in want)
 
 
 def mix(corpus, uyghur_shard: str, **probs: float) -> MixedRows:
@@ -245,3 +271,106 @@ def test_bad_shards_and_foreign_states_are_named(corpus, tmp_path, tokenizer):
     state = ShuffledRows(shard_paths(corpus), rank=0, world_size=2).state_dict()
     with pytest.raises(ValueError, match="rank"):
         ShuffledRows(shard_paths(corpus), rank=1, world_size=2).load_state_dict(state)
+
+
+# --- CINO fast MLM: one language per batch -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zh_ug_tokenizer(corpus, uyghur_shard):
+    """A WordPiece over both languages, so the Uyghur rows get ids of their own."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    texts = [r["text"] for r in corpus[2]] + [t for texts in part_texts([uyghur_shard]) for t in texts]
+    trainer = BertWordPieceTokenizer(handle_chinese_chars=True, lowercase=True)
+    trainer.train_from_iterator(texts, vocab_size=3000)
+    return BertTokenizerFast(tokenizer_object=trainer._tokenizer)
+
+
+FAST_PROBS = {"zh": 0.3, "ug": 0.7}
+
+
+def language_paths(corpus, uyghur_shard: str) -> dict[str, list[str]]:
+    return {"zh": shard_paths(corpus), "ug": [uyghur_shard]}
+
+
+@pytest.fixture(scope="module")
+def subsets(corpus, uyghur_shard, zh_ug_tokenizer) -> dict[str, torch.Tensor]:
+    paths = language_paths(corpus, uyghur_shard)
+    return {lang: corpus_vocab(part_texts(p), zh_ug_tokenizer) for lang, p in paths.items()}
+
+
+def fast_batches(corpus, uyghur_shard, tokenizer, subsets) -> LanguageBatches:
+    rows = {
+        lang: ShuffledRows(p, seed=1, buffer_size=50)
+        for lang, p in language_paths(corpus, uyghur_shard).items()
+    }
+    config = BatchConfig(objective="mlm", max_len=MAX_LEN)
+    return LanguageBatches.from_rows(
+        rows, FAST_PROBS, subsets, tokenizer, config, batch_size=4, chunk_rows=32, seed=9
+    )
+
+
+def test_corpus_vocab_is_every_id_the_training_rows_use(corpus, uyghur_shard, zh_ug_tokenizer):
+    paths, split = shard_paths(corpus), Holdout(0.2, seed=4)
+    train = [row["text"] for _, row in ShuffledRows(paths, buffer_size=1, epochs=1, holdout=split)]
+    held = [
+        row["text"] for _, row in ShuffledRows(paths, buffer_size=1, epochs=1, holdout=split, part="held_out")
+    ]
+    assert sorted(t for texts in part_texts(paths, holdout=split) for t in texts) == sorted(train)
+    assert sorted(t for texts in part_texts(paths, holdout=split, part="held_out") for t in texts) == sorted(
+        held
+    )
+    rows = [row for _, row in ShuffledRows(paths, buffer_size=1, epochs=1, holdout=split)]
+    ids = [e.input_ids for e in encode(rows, zh_ug_tokenizer, MAX_LEN)]
+    want = group_vocab(ids, len(zh_ug_tokenizer), zh_ug_tokenizer.all_special_ids)
+    assert torch.equal(corpus_vocab(part_texts(paths, holdout=split), zh_ug_tokenizer), want)
+
+
+def test_fast_mlm_batches_hold_one_language_and_its_vocab_subset(
+    corpus, uyghur_shard, zh_ug_tokenizer, subsets
+):
+    from plmops.platform.models import PlmopsConfig, PlmopsForMaskedLM
+
+    assert len(subsets["ug"]) < len(subsets["zh"]) < len(zh_ug_tokenizer)
+    batches = list(islice(fast_batches(corpus, uyghur_shard, zh_ug_tokenizer, subsets), 600))
+    langs = []
+    for batch in batches:
+        (lang,) = [lang for lang, ids in subsets.items() if torch.equal(batch["vocab_subset"], ids)]
+        langs.append(lang)
+        labels, real = batch["labels"], batch["document_ids"] > 0
+        kept = batch["input_ids"][real & (labels == -100)]  # tokens the masking left alone
+        assert torch.isin(kept, subsets[lang]).all()  # every row of the batch is of that language
+        assert torch.isin(labels[labels != -100], subsets[lang]).all()  # the head can score every label
+    assert langs == list(islice(LanguageDraws(FAST_PROBS, seed=9), 600))
+    assert abs(langs.count("ug") / len(langs) - FAST_PROBS["ug"]) < 0.07  # 3.7 standard deviations
+    config = PlmopsConfig(
+        vocab_size=len(zh_ug_tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=MAX_LEN,
+    )
+    model = PlmopsForMaskedLM(config)
+    out = model(**batches[0])
+    assert out.logits.shape == (int((batches[0]["labels"] != -100).sum()), len(batches[0]["vocab_subset"]))
+
+
+def test_fast_mlm_batches_resume_bit_for_bit(corpus, uyghur_shard, zh_ug_tokenizer, subsets):
+    whole = list(islice(fast_batches(corpus, uyghur_shard, zh_ug_tokenizer, subsets), 80))
+    first = fast_batches(corpus, uyghur_shard, zh_ug_tokenizer, subsets)
+    assert_same_batches(list(islice(first, 37)), whole[:37])
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    resumed = fast_batches(corpus, uyghur_shard, zh_ug_tokenizer, subsets)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    assert_same_batches(list(islice(resumed, 43)), whole[37:])
+    with pytest.raises(ValueError, match="saved languages"):
+        LanguageBatches({"zh": stream(corpus, zh_ug_tokenizer, "mlm")}, {"zh": 1.0}, subsets).load_state_dict(
+            first.state_dict()
+        )
+    with pytest.raises(ValueError, match="no vocab subset for"):
+        LanguageBatches({"kk": stream(corpus, zh_ug_tokenizer, "mlm")}, {"kk": 1.0}, subsets)

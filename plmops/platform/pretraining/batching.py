@@ -10,7 +10,7 @@ Three steps, each usable alone:
 3. `BatchMaker`: rows of examples → padded tensors → one objective → the dict the plmops models take.
 
 Sentence-order prediction (`BatchConfig.sop`) replaces the first two: `encode_pairs` cuts each document
-into windows of max_len - 3 tokens and each window into two consecutive segments (`sop.split_point`),
+into windows of at most max_len - 3 tokens and each window into two consecutive segments (see sop.py),
 rows are not packed (one pair per row), and the maker lays a pair out as `[CLS] A [SEP] B [SEP]`,
 swapped with probability 0.5, before it masks.
 
@@ -43,7 +43,7 @@ from plmops.platform.pretraining.masking import (
     wwm,
 )
 from plmops.platform.pretraining.pert import pert
-from plmops.platform.pretraining.sop import Segment, SpecialIds, sop, split_point
+from plmops.platform.pretraining.sop import Segment, SpecialIds, pair_windows, sop, split_point
 from plmops.platform.text.sentences import split_sentences
 
 Objective = Literal["mlm", "wwm", "ngram", "mac", "pert"]
@@ -265,8 +265,8 @@ def _segments(
 
 
 def encode_pairs(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int) -> list[SopExample]:
-    """Corpus rows → sentence-order examples: each document in windows of max_len - 3 tokens (cut at
-    word boundaries, as `encode` does), each window cut in two by `sop.split_point`.
+    """Corpus rows → sentence-order examples: each document in windows of at most max_len - 3 tokens
+    (`sop.pair_windows`), each window cut in two by `sop.split_point`.
 
     Sentences are found by `split_sentences`, the function ingestion stores `sentence_offsets` with,
     so rows need no more than `text` and `word_offsets`. A row with no token gives no example.
@@ -279,7 +279,7 @@ def encode_pairs(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_len: int
             continue
         starts = np.array([s for s, _ in split_sentences(doc.text)], dtype=np.int64)
         sentence_ids = np.searchsorted(starts, doc.offsets[:, 0], side="right") - 1
-        for a, b in _windows(doc.word_ids, max_len - 3):
+        for a, b in pair_windows(doc.word_ids, sentence_ids, max_len - 3):
             ids, word_ids, words = doc.window(a, b)
             cut = split_point(word_ids, sentence_ids[a:b])
             examples.append(

@@ -4,10 +4,12 @@ The batch it builds carries `word_ids` and `words` too, so a masking objective (
 pert) can run on top of it: the second segment's word ids are shifted by the number of words of the
 first, so `words[row][word_ids[row, t]]` is the text of token t's word in either segment.
 
-Where a document is cut (`split_point`): at a sentence boundary in the middle half of the tokens,
-the one nearest the middle; failing that, at the word boundary nearest the middle. A stretch of one
-word cannot be cut: `sop` then takes it alone (`second=None`), `[CLS] tokens [SEP]` with the label
--100, so its tokens still train the masked LM while the order loss ignores it.
+Where a document is cut: a long one into windows of at most the length a pair may have
+(`pair_windows`: even shares, ending at sentence ends where they can), each window in two
+(`split_point`): at a sentence boundary in the middle half of its tokens, the one nearest the middle;
+failing that, at the word boundary nearest the middle. A window of one word cannot be cut: `sop` then
+takes it alone (`second=None`), `[CLS] tokens [SEP]` with the label -100, so its tokens still train
+the masked LM while the order loss ignores it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ class SpecialIds:
     pad: int
 
 
+def _boundaries(word_ids: np.ndarray, sentence_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Over positions 0..n: True at t where token t starts a new word, and where it starts a new
+    sentence as well (0 and n are no cut, so False)."""
+    n = len(word_ids)
+    if len(sentence_ids) != n:
+        raise ValueError(f"{n} word ids but {len(sentence_ids)} sentence ids")
+    word = np.zeros(n + 1, dtype=bool)
+    word[1:n] = (word_ids[1:] != word_ids[:-1]) | (word_ids[1:] < 0)
+    sentence = word.copy()
+    sentence[1:n] &= sentence_ids[1:] != sentence_ids[:-1]
+    return word, sentence
+
+
 def split_point(word_ids: np.ndarray, sentence_ids: np.ndarray) -> int | None:
     """Where the second segment starts (a token index in 1..n-1), or None when no word boundary exists.
 
@@ -55,16 +70,42 @@ def split_point(word_ids: np.ndarray, sentence_ids: np.ndarray) -> int | None:
     ends mid-sentence gives the order away by its broken syntax rather than by discourse.
     """
     n = len(word_ids)
-    if len(sentence_ids) != n:
-        raise ValueError(f"split_point: {n} word ids but {len(sentence_ids)} sentence ids")
-    at = np.arange(1, n)
-    word_start = (word_ids[1:] != word_ids[:-1]) | (word_ids[1:] < 0)
-    sentence_start = word_start & (sentence_ids[1:] != sentence_ids[:-1])
+    word, sentence = _boundaries(np.asarray(word_ids), np.asarray(sentence_ids))
+    at = np.arange(n + 1)
     middle = (4 * at >= n) & (4 * at <= 3 * n)
-    for candidates in (at[sentence_start & middle], at[word_start]):
+    for candidates in (at[sentence & middle], at[word]):
         if len(candidates):
             return int(candidates[np.argmin(np.abs(2 * candidates - n))])
     return None
+
+
+def pair_windows(word_ids: np.ndarray, sentence_ids: np.ndarray, capacity: int) -> list[tuple[int, int]]:
+    """[start, end) token ranges of at most `capacity`, each to become one sentence-order pair.
+
+    What is left of the document is shared evenly among the fewest windows that can hold it (no tail of
+    a few tokens makes a pair of its own), and a window ends at the sentence boundary nearest its share
+    when one lies past half of it and leaves half a share after it, else at the last word boundary
+    within its share (inside a word only when one word fills it), so that both segments of a pair are
+    more often whole sentences.
+    """
+    n = len(word_ids)
+    if capacity < 2:
+        raise ValueError(f"pair_windows: capacity must be >= 2, got {capacity}")
+    word, sentence = _boundaries(np.asarray(word_ids), np.asarray(sentence_ids))
+    bounds, start = [], 0
+    while n - start > capacity:
+        rest = n - start
+        share = -(-rest // -(-rest // capacity))  # ceil(rest / number of windows it needs)
+        ends = start + np.flatnonzero(sentence[start : start + capacity + 1])
+        ends = ends[(2 * (ends - start) >= share) & (2 * (n - ends) >= share)]  # half a share each side
+        if len(ends):
+            end = int(ends[np.argmin(np.abs(ends - start - share))])
+        else:
+            words = start + np.flatnonzero(word[start + 1 : start + share + 1]) + 1
+            end = int(words[-1]) if len(words) else start + share
+        bounds.append((start, end))
+        start = end
+    return [*bounds, (start, n)]
 
 
 def pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:

@@ -7,11 +7,15 @@ Two layers, each with `state_dict()` / `load_state_dict()`:
   epoch's order modulo world size) and mixes them through a shuffle buffer. Its state is indices only:
   epoch, shard and row cursors, the buffer as (shard, row) references and a count of random draws, so
   a checkpoint stays small and a resumed stream re-reads the buffered rows by reference.
-- `TrainingStream` draws `chunk_rows` rows at a time, encodes them (`batching.encode`), packs them
-  (`BatchMaker.rows`) and cuts the packed rows into batches of `batch_size` for the `BatchMaker`.
-  Packing is a pure function of a chunk, so the position is (the row stream's state before the chunk
-  the next packed row comes from, packed rows of it already used): resuming replays that chunk and
-  skips what was used, which yields bit-for-bit the batches the uninterrupted stream would have.
+- `TrainingStream` draws `chunk_rows` rows at a time, encodes them (`BatchMaker.encode`: documents in
+  windows, or sentence-order pairs with `BatchConfig.sop`), packs them (`BatchMaker.rows`) and cuts the
+  rows into batches of `batch_size` for the `BatchMaker`. Encoding and packing are pure functions of a
+  chunk, so the position is (the row stream's state before the chunk the next packed row comes from,
+  packed rows of it already used): resuming replays that chunk and skips what was used, which yields
+  bit-for-bit the batches the uninterrupted stream would have.
+
+`MixedRows` mixes the rows of several languages (one `ShuffledRows` each); `LanguageBatches` instead
+keeps every batch to one language (CINO's fast MLM) and adds that language's `vocab_subset`.
 
 Randomness is counter-based (numpy generators seeded by (seed, rank, block) or (seed, epoch)), so no
 generator state needs saving except the batch maker's torch generator (a tensor).
