@@ -32,6 +32,7 @@ bench: $(STAMP)  # CPU benchmarks; benchmarks/pretrain_gpu.py needs a GPU machin
 	$(PY) benchmarks/collators.py --shared-data $(SHARED)
 	$(PY) benchmarks/cino_fast_mlm.py
 	$(PY) benchmarks/pretrain_cpu.py --shared-data $(SHARED)
+	$(PY) benchmarks/eval_throughput.py --shared-data $(SHARED)
 
 clean:
 	rm -rf .plmops
