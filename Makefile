@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plmops-installed
 SHARED ?= ../shared/data
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench serve-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)  # CPU benchmarks; benchmarks/pretrain_gpu.py needs a GPU machin
 	$(PY) benchmarks/cino_fast_mlm.py
 	$(PY) benchmarks/pretrain_cpu.py --shared-data $(SHARED)
 	$(PY) benchmarks/eval_throughput.py --shared-data $(SHARED)
+
+serve-env:  # .venv-serve: Triton (nvidia-pytriton, Python backend) with numpy < 2; tests build it when absent
+	bash scripts/setup_serve_env.sh
 
 clean:
 	rm -rf .plmops
