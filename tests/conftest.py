@@ -69,3 +69,19 @@ def plmops_home(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture()
+def mlflow_registry(monkeypatch):
+    """Point MLflow's model registry at a database for one test, restored afterwards.
+
+    `mlflow.set_registry_uri` exports MLFLOW_REGISTRY_URI, which every later subprocess would inherit
+    (and register its models in that database); this sets the same two things through monkeypatch.
+    """
+    from mlflow.tracking._model_registry import utils
+
+    def use(uri: str) -> None:
+        monkeypatch.setattr(utils, "_registry_uri", uri)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+
+    return use

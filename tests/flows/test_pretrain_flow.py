@@ -59,7 +59,7 @@ def _recipe(folder: Path, corpus: Path, **sections) -> Path:
 
 def _env(prefect_server: str, home: Path, **extra: str) -> dict[str, str]:
     """A subprocess environment whose MLflow database and storage live under `home` (unless `extra` says)."""
-    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PLMOPS_STORAGE_URI")}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PLMOPS_STORAGE_URI"}
     return {**inherited, "PREFECT_API_URL": prefect_server, "PLMOPS_HOME": str(home), "OMP_NUM_THREADS": "1",
             **extra}
 
@@ -89,7 +89,7 @@ def _losses(home: Path, experiment: str = "pretrain") -> dict[int, float]:
     return {m.step: m.value for m in history}
 
 
-def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corpus, tmp_path):
+def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corpus, tmp_path, mlflow_registry):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     import plmops.platform.models  # noqa: F401  (registers the plmops Auto classes)
@@ -117,7 +117,7 @@ def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corp
     assert {"tokens_per_s", "lr", "grad_norm", "tokens"} <= {k.split("/")[1] for k in run.data.metrics}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "recipe.json", "hf"} <= artifacts
-    mlflow.set_registry_uri(f"sqlite:///{home / 'mlflow.db'}")
+    mlflow_registry(f"sqlite:///{home / 'mlflow.db'}")
     predictions = mlflow.pyfunc.load_model("models:/test-tiny/1").predict(["今天[MASK]气很好"])
     assert len(predictions[0]["predictions"][0]) == 5
 

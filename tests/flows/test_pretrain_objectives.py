@@ -58,8 +58,7 @@ def _recipe(folder: Path, corpus: Path, **sections) -> Path:
 
 
 def _env(prefect_server: str, home: Path) -> dict[str, str]:
-    dropped = ("MLFLOW_TRACKING_URI", "PLMOPS_STORAGE_URI")
-    inherited = {k: v for k, v in os.environ.items() if k not in dropped}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PLMOPS_STORAGE_URI"}
     return {**inherited, "PREFECT_API_URL": prefect_server, "PLMOPS_HOME": str(home), "OMP_NUM_THREADS": "1"}
 
 

@@ -26,12 +26,12 @@ def tokenizer():
 
 
 @pytest.fixture()
-def settings(tmp_path, monkeypatch) -> Settings:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
+def settings(tmp_path, monkeypatch, mlflow_registry) -> Settings:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test's database
     settings = Settings(home=tmp_path / "home")
-    mlflow.set_registry_uri(settings.effective_mlflow_uri)
-    yield settings
-    mlflow.set_registry_uri("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.effective_mlflow_uri)  # as tracked_run exports it; undone after
+    mlflow_registry(settings.effective_mlflow_uri)
+    return settings
 
 
 def _folder(tmp_path, tokenizer, model_class, **config):
