@@ -18,6 +18,7 @@ from plmops.flows.ingest import ingest_flow
 from plmops.infra import kubernetes as k8s
 from plmops.infra.storage import open_storage
 from plmops.platform.text.config import IngestConfig
+from tests.flows import pretrain_cli as cli
 
 RECIPE = {
     "corpus": {"name": "small"},
@@ -47,43 +48,9 @@ def corpus(prefect_server, shared_data, tmp_path_factory) -> Path:
     return root
 
 
-def _recipe(folder: Path, corpus: Path, **sections) -> Path:
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in RECIPE.items()}
-    data["corpus"] = {**data["corpus"], "root": str(corpus)}
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
-def _env(prefect_server: str, home: Path, **extra: str) -> dict[str, str]:
-    """A subprocess environment whose MLflow database and storage live under `home` (unless `extra` says)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PLMOPS_STORAGE_URI"}
-    return {**inherited, "PREFECT_API_URL": prefect_server, "PLMOPS_HOME": str(home), "OMP_NUM_THREADS": "1",
-            **extra}
-
-
-def _cli(recipe: Path, env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "plmops.cli", "pretrain", "--config", str(recipe), *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _run(recipe: Path, env: dict, *args: str, expect: int = 0) -> str:
-    proc = _cli(recipe, env, *args)
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == expect, output
-    return output
-
-
-def _client(home: Path) -> mlflow.MlflowClient:
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _losses(home: Path, experiment: str = "pretrain") -> dict[int, float]:
     """The run's training loss per step; a step logged twice (before a SIGKILL and after) keeps the last."""
-    client = _client(home)
+    client = cli.client(home)
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.timestamp)
     return {m.step: m.value for m in history}
@@ -95,8 +62,8 @@ def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corp
     import plmops.platform.models  # noqa: F401  (registers the plmops Auto classes)
 
     home = tmp_path / "home"
-    recipe = _recipe(tmp_path, corpus, train={"steps": 60})
-    output = _run(recipe, _env(prefect_server, home))
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, train={"steps": 60})
+    output = cli.run(recipe, cli.cli_env(prefect_server, home))
     assert "registered: models:/test-tiny/1" in output
 
     losses = _losses(home)
@@ -108,7 +75,7 @@ def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corp
     model, tokenizer = AutoModelForMaskedLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     assert model.config.num_hidden_layers == 2 and len(tokenizer) == model.config.vocab_size
 
-    client = _client(home)
+    client = cli.client(home)
     version = client.get_model_version("test-tiny", "1")
     assert version.tags["objective"] == "wwm" and version.tags["steps"] == "60"
     assert version.tags["corpus"].startswith("small@") and int(version.tags["tokens"]) > 60 * 8 * 20
@@ -123,8 +90,8 @@ def test_pretrain_trains_evaluates_saves_logs_and_registers(prefect_server, corp
     assert len(predictions[0]["predictions"][0]) == 5
 
     # Same corpus, another recipe: the tokenizer trained for this corpus version is reused.
-    again = _recipe(tmp_path, corpus, train={"steps": 5, "warmup_steps": 1})
-    _run(again, _env(prefect_server, home))
+    again = cli.write_recipe(RECIPE, tmp_path, corpus, train={"steps": 5, "warmup_steps": 1})
+    cli.run(again, cli.cli_env(prefect_server, home))
     assert len(list((home / "store" / "tokenizers").rglob("tokenizer_config.json"))) == 1
     assert client.get_model_version("test-tiny", "2").tags["steps"] == "5"
 
@@ -148,16 +115,16 @@ def test_a_killed_run_resumes_from_s3_and_repeats_the_uninterrupted_losses(
 
     version: CorpusVersion = resolve_corpus.fn("small", root=str(corpus))
     train_wordpiece(corpus_texts(version), vocab_size=2000).save_pretrained(tokenizer_dir)
-    recipe = _recipe(tmp_path, corpus, tokenizer={"path": str(tokenizer_dir)})
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, tokenizer={"path": str(tokenizer_dir)})
     recipe.write_text(recipe.read_text().replace("  min_frequency: 2\n", "").replace("  vocab_size: 2000\n", ""))
 
     reference_home = tmp_path / "reference"
-    _run(recipe, _env(prefect_server, reference_home, PLMOPS_STORAGE_URI=f"{s3_bucket}/reference"))
+    cli.run(recipe, cli.cli_env(prefect_server, reference_home, PLMOPS_STORAGE_URI=f"{s3_bucket}/reference"))
     expected = _losses(reference_home)
 
     home = tmp_path / "killed"
-    env = _env(prefect_server, home, PLMOPS_STORAGE_URI=f"{s3_bucket}/killed")
-    proc = _cli(recipe, env)
+    env = cli.cli_env(prefect_server, home, PLMOPS_STORAGE_URI=f"{s3_bucket}/killed")
+    proc = cli.start(recipe, env)
     runs = open_storage(f"{s3_bucket}/killed/pretrain")
     while not runs.list():
         assert proc.poll() is None, proc.communicate()[0]
@@ -174,7 +141,7 @@ def test_a_killed_run_resumes_from_s3_and_repeats_the_uninterrupted_losses(
     stopped = open_storage(f"{s3_bucket}/killed/pretrain/{run}/checkpoints").read_bytes("latest").decode()
     assert stopped != "step-000040"
 
-    output = _run(recipe, env)
+    output = cli.run(recipe, env)
     assert "registered: models:/test-tiny/1" in output  # the resumed run finishes the same MLflow run
     assert _losses(home) == expected
 
@@ -182,12 +149,12 @@ def test_a_killed_run_resumes_from_s3_and_repeats_the_uninterrupted_losses(
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_torchrun_processes_train_and_register(parallel, prefect_server, corpus, tmp_path):
     home = tmp_path / "home"
-    recipe = _recipe(tmp_path, corpus, train={"steps": 20, "parallel": parallel})
-    output = _run(recipe, _env(prefect_server, home), "--processes", "2")
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, train={"steps": 20, "parallel": parallel})
+    output = cli.run(recipe, cli.cli_env(prefect_server, home), "--processes", "2")
     assert "registered: models:/test-tiny/1" in output
     losses = _losses(home)
     assert sorted(losses) == list(range(1, 21)) and losses[20] < losses[1]
-    client = _client(home)
+    client = cli.client(home)
     (run,) = client.search_runs([client.get_experiment_by_name("pretrain").experiment_id])
     ranks = open_storage(str(next((home / "store" / "pretrain").glob("test-tiny-*")) / "checkpoints"))
     assert ranks.exists("step-000020/ranks.pt")
@@ -196,7 +163,7 @@ def test_two_torchrun_processes_train_and_register(parallel, prefect_server, cor
 
 
 def test_dry_run_prints_manifests_that_validate_strictly(tmp_path, corpus):
-    recipe = _recipe(tmp_path, corpus, kubernetes={"gpus": 4, "nodes": 2, "node_selector": {"gpu": "h100"}})
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, kubernetes={"gpus": 4, "nodes": 2, "node_selector": {"gpu": "h100"}})
     result = subprocess.run([sys.executable, "-m", "plmops.cli", "pretrain", "--config", str(recipe),
                              "--set", "train.steps=1000", "--dry-run"],
                             capture_output=True, text=True, env={**os.environ, "PLMOPS_HOME": str(tmp_path / "h")})
@@ -221,7 +188,7 @@ def test_dry_run_prints_manifests_that_validate_strictly(tmp_path, corpus):
     ids=["invalid-field", "unknown-language", "no-corpus"],
 )
 def test_errors_exit_with_a_message_naming_the_problem(prefect_server, corpus, tmp_path, sets, code, message):
-    recipe = _recipe(tmp_path, corpus)
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus)
     args = [arg for item in sets for arg in ("--set", item)]
-    output = _run(recipe, _env(prefect_server, tmp_path / "home"), *args, expect=code)
+    output = cli.run(recipe, cli.cli_env(prefect_server, tmp_path / "home"), *args, expect=code)
     assert message in " ".join(output.split())

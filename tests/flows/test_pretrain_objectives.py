@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import mlflow
 import pytest
-import yaml
 
 from plmops.flows.ingest import ingest_flow
 from plmops.platform.text.config import IngestConfig
+from tests.flows import pretrain_cli as cli
 
 STEPS = 30
 RECIPE = {
@@ -47,37 +43,9 @@ def corpus(prefect_server, shared_data, tmp_path_factory) -> Path:
     return root
 
 
-def _recipe(folder: Path, corpus: Path, **sections) -> Path:
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in RECIPE.items()}
-    data["corpus"] = {**data["corpus"], "root": str(corpus)}
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def _env(prefect_server: str, home: Path) -> dict[str, str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PLMOPS_STORAGE_URI"}
-    return {**inherited, "PREFECT_API_URL": prefect_server, "PLMOPS_HOME": str(home), "OMP_NUM_THREADS": "1"}
-
-
-def _run(recipe: Path, env: dict) -> str:
-    command = [sys.executable, "-m", "plmops.cli", "pretrain", "--config", str(recipe)]
-    proc = subprocess.run(command, check=False, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout
-    return proc.stdout
-
-
-def _client(home: Path) -> mlflow.MlflowClient:
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _losses(home: Path) -> tuple[dict[int, float], dict[str, float]]:
     """The run's training loss per step, and its final metrics."""
-    client = _client(home)
+    client = cli.client(home)
     (run,) = client.search_runs([client.get_experiment_by_name("pretrain").experiment_id])
     history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.timestamp)
     return {m.step: m.value for m in history}, run.data.metrics
@@ -85,11 +53,11 @@ def _losses(home: Path) -> tuple[dict[int, float], dict[str, float]]:
 
 def _trains_and_registers(recipe: Path, prefect_server: str, home: Path, objective: str) -> tuple[dict, dict]:
     """Runs the CLI; (training loss per step, final metrics) of the registered run."""
-    output = _run(recipe, _env(prefect_server, home))
+    output = cli.run(recipe, cli.cli_env(prefect_server, home))
     assert "registered: models:/test-objective/1" in output
     losses, metrics = _losses(home)
     assert sorted(losses) == list(range(1, STEPS + 1))
-    version = _client(home).get_model_version("test-objective", "1")
+    version = cli.client(home).get_model_version("test-objective", "1")
     assert version.tags["objective"] == objective and version.tags["steps"] == str(STEPS)
     return losses, metrics
 
@@ -99,7 +67,7 @@ def test_masking_with_sentence_order_trains_both_heads(prefect_server, corpus, s
     sections = {"objective": {masking: 1.0, "sop": 1.0}, "data": {"packing": False}}
     if masking == "mac":
         sections["similar_words"] = {"source": "cilin", "path": str(shared_data("cilin/cilin_ex.txt"))}
-    recipe = _recipe(tmp_path, corpus, **sections)
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, **sections)
     losses, metrics = _trains_and_registers(recipe, prefect_server, tmp_path / "home", f"{masking}+sop")
     assert sum(list(losses.values())[-5:]) / 5 < losses[1] - 1.0, losses  # well below where it began
     assert metrics["eval/sop_predictions"] > 50 and 0 <= metrics["eval/sop_accuracy"] <= 1
@@ -116,7 +84,7 @@ def test_fast_mlm_trains_one_language_per_batch_on_its_own_ids(prefect_server, c
     home = tmp_path / "home"
     mix = {"languages": ["zh", "ug"], "sampling_alpha": 0.5}
     # each language trains on only part of the steps: a higher rate shows its fall within STEPS
-    recipe = _recipe(tmp_path, corpus, objective="fast_mlm", data=mix, train={"lr": 3.0e-3})
+    recipe = cli.write_recipe(RECIPE, tmp_path, corpus, objective="fast_mlm", data=mix, train={"lr": 3.0e-3})
     losses, metrics = _trains_and_registers(recipe, prefect_server, home, "fast_mlm")
     assert metrics["eval/mlm_predictions"] > 100  # held out: scored over the whole vocabulary
     (run,) = (home / "store" / "pretrain").glob("test-objective-*")
