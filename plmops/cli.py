@@ -102,7 +102,7 @@ def pretrain(
 
     Running the same recipe again on the same corpus version continues from its last checkpoint.
     Exit code 0 when finished; 143 when stopped by SIGTERM after a checkpoint (run again to resume);
-    2 for an invalid recipe.
+    1 for a missing corpus or language; 2 for an invalid recipe.
     """
     _prepare()
     from plmops.platform.configfile import ConfigError
@@ -118,7 +118,7 @@ def pretrain(
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    except (FileNotFoundError, NotImplementedError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     if result is None:  # a torchrun worker other than rank 0
